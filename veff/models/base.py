@@ -1,0 +1,39 @@
+"""What the engine needs from any model: a pure ``apply(params, onehot)`` and its facts.
+
+Every architecture module provides ``from_checkpoint(ckpt) -> ModelHandle``; the registry
+(``veff.models.registry``) picks the builder by ``ckpt.arch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Literal
+
+import jax
+
+# apply(params, x) with x: (B, L, 4) float one-hot -> outputs.
+#   kind "profile": {"logits": (B, P), "logcounts": (B,)}
+#   kind "binned":  {"tracks": (B, P, T)}
+ApplyFn = Callable[[Any, jax.Array], dict[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelHandle:
+    name: str
+    arch: str
+    kind: Literal["profile", "binned"]
+    window_len: int
+    output_len: int
+    tracks: list[dict[str, Any]]
+    sha256: str
+    # Pytree of arrays. With num_folds > 1 every leaf has a leading fold axis and the
+    # engine vmaps ``apply`` over it (folds share inputs; scores are averaged over folds).
+    params: Any
+    apply: ApplyFn
+    num_folds: int = 1
+    # bp of input per output position (1 for per-base profile models, 32/128 for binned)
+    bin_size: int = 1
+
+    @property
+    def track_names(self) -> list[str]:
+        return [t["name"] for t in self.tracks]

@@ -1,0 +1,302 @@
+"""The Zarr store: layout (the contract in docs/store.md), region writes, done markers, resume.
+
+Layout::
+
+    OUT.zarr/
+      variants/        (variant,) chrom, pos, ref, alt, id, status, ... one row per ALT allele
+      scores/<model>/  (variant, track) one float32 array per statistic, `track` coordinate
+      _veff/           done markers (one file per chunk of variants) and the writer lock
+
+A run first streams every input row into ``variants/`` (constant memory), then scores
+chunk by chunk: each chunk's region is written for every model and only then is its done
+marker created (write to a temporary name, then rename), so ``--resume`` redoes exactly the
+chunks without a marker and an interrupted run never leaves a chunk half-counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from veff import __version__
+from veff.types import Status, Variant
+
+CENTRING = "REF allele's first base at 0-based window index L // 2"
+
+# (name, zarr dtype, how to read it off a Variant)
+_VARIANT_COLUMNS: tuple[tuple[str, Any, Any], ...] = (
+    ("chrom", str, lambda v: v.chrom),
+    ("pos", "int64", lambda v: v.pos1),
+    ("ref", str, lambda v: v.ref),
+    ("alt", str, lambda v: v.alt),
+    ("id", str, lambda v: v.id),
+    ("status", str, lambda v: str(v.status)),
+    ("flipped", "bool", lambda v: v.flipped),
+    ("record", "int64", lambda v: v.record),
+    ("orig_pos", "int64", lambda v: v.orig_pos1 if v.orig_pos1 is not None else v.pos1),
+    ("orig_ref", str, lambda v: v.orig_ref if v.orig_ref is not None else v.ref),
+    ("orig_alt", str, lambda v: v.orig_alt if v.orig_alt is not None else v.alt),
+    ("fasta_chrom", str, lambda v: v.fasta_chrom or ""),
+)
+
+
+class StoreError(Exception):
+    """The store cannot be created, opened or written as asked."""
+
+
+def _column_array(name: str, dtype: Any, values: list) -> np.ndarray:
+    if dtype is str:
+        return np.array(values, dtype=object)
+    return np.asarray(values, dtype=dtype)
+
+
+class Store:
+    """A veff output store on the local file system."""
+
+    def __init__(self, path: str | os.PathLike, root: zarr.Group):
+        self.path = Path(path)
+        self.root = root
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        variants: Iterable[Variant],
+        *,
+        chunk_size: int,
+        run_config: dict[str, Any],
+        overwrite: bool = False,
+    ) -> "Store":
+        """Stream every row into ``variants/`` (constant memory) and return the open store."""
+        path = Path(path)
+        if path.exists():
+            if not overwrite:
+                raise StoreError(
+                    f"{path} already exists; pass --resume to finish it or --overwrite to replace it"
+                )
+            shutil.rmtree(path)
+        root = zarr.open_group(str(path), mode="w")
+        store = cls(path, root)
+        store.lock()
+        group = root.create_group("variants")
+        arrays = {
+            name: group.create_array(
+                name,
+                shape=(0,),
+                chunks=(chunk_size,),
+                dtype=dtype,
+                dimension_names=["variant"],
+            )
+            for name, dtype, _ in _VARIANT_COLUMNS
+        }
+        n = 0
+        for block in _blocks(variants, chunk_size):
+            for name, dtype, get in _VARIANT_COLUMNS:
+                arr = arrays[name]
+                arr.resize((n + len(block),))
+                arr[n : n + len(block)] = _column_array(name, dtype, [get(v) for v in block])
+            n += len(block)
+        root.attrs.update(
+            {
+                "veff_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "centring": CENTRING,
+                "coordinates": "pos is the 1-based VCF position of the normalised allele",
+                "num_variants": n,
+                "chunk_size": chunk_size,
+                "run": run_config,
+                "models": [],
+                "complete": False,
+            }
+        )
+        (path / "_veff" / "done").mkdir(parents=True, exist_ok=True)
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, mode: str = "r+") -> "Store":
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path}: not a veff store (no zarr.json)")
+        # Never trust consolidated metadata while writing: it is a snapshot of the last finalize.
+        root = zarr.open_group(str(path), mode=mode, use_consolidated=False if mode != "r" else None)
+        if "veff_version" not in root.attrs:
+            raise StoreError(f"{path}: a Zarr store, but not one written by veff")
+        store = cls(path, root)
+        if mode != "r":
+            store.lock()
+        return store
+
+    # ------------------------------------------------------------------ exclusivity
+    def lock(self) -> None:
+        """Hold an exclusive lock for the life of this process (released even on kill -9)."""
+        lock_path = self.path / ".veff.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                holder = lock_path.read_text().strip() or "another process"
+                raise StoreError(
+                    f"{self.path} is being written by {holder}; wait for it to finish "
+                    "or stop it before resuming"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"veff pid {os.getpid()} on {os.uname().nodename}".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def num_variants(self) -> int:
+        return int(self.root.attrs["num_variants"])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.root.attrs["chunk_size"])
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_variants // self.chunk_size)
+
+    def chunk_range(self, chunk: int) -> tuple[int, int]:
+        start = chunk * self.chunk_size
+        return start, min(start + self.chunk_size, self.num_variants)
+
+    def read_variants(self, start: int, stop: int) -> list[Variant]:
+        g = self.root["variants"]
+        cols = {name: g[name][start:stop] for name, _, _ in _VARIANT_COLUMNS}
+        out = []
+        for i in range(stop - start):
+            out.append(
+                Variant(
+                    chrom=str(cols["chrom"][i]),
+                    pos1=int(cols["pos"][i]),
+                    ref=str(cols["ref"][i]),
+                    alt=str(cols["alt"][i]),
+                    id=str(cols["id"][i]),
+                    status=Status(str(cols["status"][i])),
+                    fasta_chrom=str(cols["fasta_chrom"][i]) or None,
+                    flipped=bool(cols["flipped"][i]),
+                    record=int(cols["record"][i]),
+                    orig_pos1=int(cols["orig_pos"][i]),
+                    orig_ref=str(cols["orig_ref"][i]),
+                    orig_alt=str(cols["orig_alt"][i]),
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ scores
+    def add_model(
+        self,
+        name: str,
+        *,
+        tracks: list[str],
+        stats: dict[str, str],
+        attrs: dict[str, Any],
+    ) -> None:
+        """Create ``scores/<name>/`` with one NaN-filled (variant, track) array per statistic.
+
+        ``stats`` maps statistic name -> formula text (kept in the array's attrs).
+        """
+        n, c = self.num_variants, self.chunk_size
+        group = self.root.require_group("scores").create_group(name)
+        track = group.create_array("track", shape=(len(tracks),), dtype=str, dimension_names=["track"])
+        track[:] = np.array(tracks, dtype=object)
+        for stat, formula in stats.items():
+            arr = group.create_array(
+                stat,
+                shape=(n, len(tracks)),
+                chunks=(c, len(tracks)),
+                dtype="float32",
+                fill_value=np.nan,
+                dimension_names=["variant", "track"],
+            )
+            arr.attrs["formula"] = formula
+        padded = group.create_array(
+            "window_padded", shape=(n,), chunks=(c,), dtype="bool", dimension_names=["variant"]
+        )
+        padded.attrs["meaning"] = "the model's window ran past a contig end and was padded with N"
+        group.attrs.update({"model": name, **attrs, "statistics": list(stats)})
+        self.root.attrs["models"] = [*self.root.attrs["models"], name]
+
+    def model_names(self) -> list[str]:
+        return list(self.root.attrs["models"])
+
+    def write_scores(
+        self, model: str, start: int, scores: dict[str, np.ndarray], padded: np.ndarray
+    ) -> None:
+        group = self.root["scores"][model]
+        stop = start + len(padded)
+        for stat, values in scores.items():
+            group[stat][start:stop] = np.asarray(values, dtype=np.float32)
+        group["window_padded"][start:stop] = np.asarray(padded, dtype=bool)
+
+    # ------------------------------------------------------------------ done markers
+    def _marker(self, chunk: int) -> Path:
+        return self.path / "_veff" / "done" / f"{chunk:08d}"
+
+    def mark_done(self, chunk: int) -> None:
+        marker = self._marker(chunk)
+        tmp = marker.with_suffix(".wip")
+        tmp.write_text(json.dumps({"range": self.chunk_range(chunk)}))
+        tmp.replace(marker)
+
+    def is_done(self, chunk: int) -> bool:
+        return self._marker(chunk).exists()
+
+    def pending_chunks(self) -> list[int]:
+        return [c for c in range(self.num_chunks) if not self.is_done(c)]
+
+    def finalize(self) -> None:
+        """Mark the run complete and consolidate metadata so plain ``xarray.open_zarr`` works."""
+        missing = self.pending_chunks()
+        if missing:
+            raise StoreError(
+                f"{self.path}: {len(missing)} chunk(s) not done (first: {missing[0]}); "
+                "rerun with --resume"
+            )
+        self.root.attrs["complete"] = True
+        with warnings.catch_warnings():
+            # zarr warns that consolidated metadata is not in the v3 spec; xarray reads it.
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(self.path))
+
+
+def _blocks(items: Iterable[Variant], size: int) -> Iterator[list[Variant]]:
+    block: list[Variant] = []
+    for item in items:
+        block.append(item)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+@contextlib.contextmanager
+def opened(path: str | os.PathLike, mode: str = "r"):
+    store = Store.open(path, mode=mode)
+    try:
+        yield store
+    finally:
+        store.close()
