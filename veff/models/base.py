@@ -15,6 +15,7 @@ import jax
 #   kind "profile": {"logits": (B, P), "logcounts": (B,)}
 #   kind "binned":  {"tracks": (B, P, T)}
 ApplyFn = Callable[[Any, jax.Array], dict[str, jax.Array]]
+PairFn = Callable[[Any, jax.Array, jax.Array, int], tuple[dict[str, jax.Array], dict[str, jax.Array]]]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -33,6 +34,10 @@ class ModelHandle:
     num_folds: int = 1
     # bp of input per output position (1 for per-base profile models, 32/128 for binned)
     bin_size: int = 1
+    # Optional exact incremental ALT for substitutions:
+    # apply_pair(params, x_ref, x_alt, center) -> (ref outputs, alt outputs), where the two
+    # windows differ only at index ``center`` (static). None: the engine runs ALT in full.
+    apply_pair: PairFn | None = None
 
     @property
     def track_names(self) -> list[str]:

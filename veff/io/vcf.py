@@ -1,0 +1,517 @@
+"""Variant input: VCF / VCF.gz / BCF / variant-scorer TSV -> a stream of ``Variant`` rows.
+
+One row per ALT allele of every input record, each with a ``Status`` (docs/variants.md holds
+the status table, its precedence, normalisation and the build check). Streaming: memory does
+not grow with the file.
+
+Text VCF is parsed here rather than through htslib: only the first five columns matter,
+htslib rejects VCFs without a ``#CHROM`` line (baskerville's test VCFs have none), prints its
+own errors to stderr, and cannot say on which line a record sits. BCF goes through cyvcf2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import itertools
+import os
+import re
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+from veff.io.genome import ContigAliases, Genome, GenomeError
+from veff.types import Status, Variant
+
+RefMismatchMode = Literal["skip", "error", "flip"]
+Format = Literal["vcf", "tsv"]
+
+_ACGT = frozenset("ACGT")
+# IUPAC codes a FASTA may carry -> the bases each one allows (N is NOT a wildcard: a REF placed
+# in an assembly gap is a mismatch, and most likely a wrong build).
+_IUPAC = {
+    "A": "A", "C": "C", "G": "G", "T": "T", "R": "AG", "Y": "CT", "S": "CG", "W": "AT",
+    "K": "GT", "M": "AC", "B": "CGT", "D": "AGT", "H": "ACT", "V": "ACG",
+}  # fmt: skip
+_CONTIG_LINE = re.compile(r"^##contig=<(.*)>\s*$")
+
+
+class VcfError(Exception):
+    """The variant file is unreadable or malformed (message names the file and line)."""
+
+
+class BuildMismatchError(VcfError):
+    """Too many SNV REF alleles differ from the genome: wrong build or wrong FASTA."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BuildCheck:
+    """Abort when at least ``max_mismatch_rate`` of checked SNV REFs differ from the genome.
+
+    Evaluated once ``first_check_at`` SNVs have been checked and again at the end of the
+    input, and only once ``min_checked`` SNVs have been checked.
+    """
+
+    min_checked: int = 20
+    max_mismatch_rate: float = 0.05
+    first_check_at: int = 1000
+
+    def __post_init__(self):
+        if self.min_checked < 1 or self.first_check_at < 1:
+            raise ValueError("BuildCheck: min_checked and first_check_at must be >= 1")
+        if not 0.0 < self.max_mismatch_rate <= 1.0:
+            raise ValueError("BuildCheck: max_mismatch_rate must be in (0, 1]")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ReaderStats:
+    """Running totals of one read; complete once the iterator is exhausted."""
+
+    num_records: int = 0
+    num_rows: int = 0
+    num_snv_checked: int = 0
+    num_snv_mismatch: int = 0
+    num_flipped: int = 0
+
+    @property
+    def snv_mismatch_rate(self) -> float:
+        return self.num_snv_mismatch / self.num_snv_checked if self.num_snv_checked else 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Record:
+    chrom: str
+    pos1: int
+    id: str
+    ref: str
+    alts: list[str]  # [] when ALT is '.'
+    record: int
+    line: int | None
+    empty_allele: str | None = None  # TSV: the spelling of an empty allele ('-')
+
+
+def read_variants(
+    path: str | os.PathLike,
+    genome: Genome | str | os.PathLike,
+    *,
+    ref_mismatch: RefMismatchMode = "skip",
+    max_indel_len: int = 50,
+    fmt: Format | None = None,
+    build_check: BuildCheck | None = BuildCheck(),
+) -> VariantReader:
+    """Open a variant file and return an iterator of ``Variant`` rows (one per ALT allele).
+
+    Opening errors raise at once (VcfError / GenomeError); record-level problems become
+    statuses. ``fmt`` forces "vcf" (VCF, VCF.gz or BCF) or "tsv"; None detects it.
+    """
+    if ref_mismatch not in ("skip", "error", "flip"):
+        raise ValueError(f"ref_mismatch must be 'skip', 'error' or 'flip', not {ref_mismatch!r}")
+    if max_indel_len < 0:
+        raise ValueError("max_indel_len must be >= 0")
+    if fmt not in (None, "vcf", "tsv"):
+        raise ValueError(f"fmt must be None, 'vcf' or 'tsv', not {fmt!r}")
+    genome = genome if isinstance(genome, Genome) else Genome(genome)
+    return VariantReader(
+        Path(path),
+        genome,
+        ref_mismatch=ref_mismatch,
+        max_indel_len=max_indel_len,
+        fmt=fmt,
+        build_check=build_check,
+    )
+
+
+class VariantReader:
+    """Iterator of ``Variant`` rows; ``stats`` and ``aliases`` describe what was read so far."""
+
+    def __init__(self, path, genome, *, ref_mismatch, max_indel_len, fmt, build_check):
+        self.path = path
+        self.genome = genome
+        self.ref_mismatch = ref_mismatch
+        self.max_indel_len = max_indel_len
+        self.build_check = build_check
+        self.stats = ReaderStats()
+        self.format = _detect_format(path, fmt)
+        opener = {"vcf": _VcfText, "bcf": _Bcf, "tsv": _Tsv}[self.format]
+        self._source = opener(path)
+        self.aliases: ContigAliases = genome.alias_map(self._source.contigs)
+        self._rows = self._generate()
+
+    def __iter__(self) -> Iterator[Variant]:
+        return self
+
+    def __next__(self) -> Variant:
+        return next(self._rows)
+
+    def close(self) -> None:
+        self._rows.close()
+        self._source.close()
+
+    def _generate(self) -> Iterator[Variant]:
+        try:
+            for rec in self._source:
+                self.stats.num_records += 1
+                for alt in rec.alts or ["."]:
+                    row = self._row(rec, alt)
+                    self.stats.num_rows += 1
+                    yield row
+            self._check_build(final=True)
+        finally:
+            self._source.close()
+
+    # --------------------------------------------------------------- one row
+    def _row(self, rec: _Record, alt_in: str) -> Variant:
+        ref, alt = rec.ref.upper(), alt_in.upper()
+        common = dict(
+            chrom=rec.chrom, id=rec.id, orig_pos1=rec.pos1, orig_ref=rec.ref, orig_alt=alt_in,
+            record=rec.record, line=rec.line,
+        )  # fmt: skip
+
+        # Resolved for every row, so that rejected rows name their FASTA contig too and a
+        # contig spelt two ways is caught whatever its rows' statuses.
+        fasta = self.aliases.resolve(rec.chrom)
+
+        def rejected(status: Status) -> Variant:
+            return Variant(pos1=rec.pos1, ref=ref, alt=alt, status=status, fasta_chrom=fasta,
+                           **common)  # fmt: skip
+
+        empty = rec.empty_allele
+        r = "" if ref == empty else ref
+        a = "" if alt == empty else alt
+        status = _allele_status(r, a, self.max_indel_len)
+        if status is not None:
+            return rejected(status)
+        if fasta is None:
+            return rejected(Status.UNKNOWN_CONTIG)
+        length = self.genome.contigs[fasta]
+        pos1 = rec.pos1
+        if not r or not a:  # TSV empty allele: anchor it on a genome base, VCF style
+            if pos1 < 1 or pos1 - 1 + len(r) > length or (pos1 == 1 and len(r) == length):
+                return rejected(Status.OUT_OF_BOUNDS)
+            if pos1 >= 2:
+                anchor = self.genome.bases(fasta, pos1 - 2, pos1 - 1)
+                pos1, r, a = pos1 - 1, anchor + r, anchor + a
+            else:  # nothing to the left of base 1: anchor on the base after (VCF rule)
+                anchor = self.genome.bases(fasta, len(r), len(r) + 1)
+                r, a = r + anchor, a + anchor
+        if pos1 < 1 or pos1 - 1 + len(r) > length:
+            return rejected(Status.OUT_OF_BOUNDS)
+
+        snv = len(r) == 1 and len(a) == 1
+        flipped = False
+        genome_ref = self.genome.bases(fasta, pos1 - 1, pos1 - 1 + len(r))
+        if not _ref_matches(genome_ref, r):
+            if self.ref_mismatch == "flip" and snv and _ref_matches(genome_ref, a):
+                r, a, flipped = a, r, True
+            elif self.ref_mismatch == "error":
+                raise VcfError(
+                    f"{self._where(rec)}: REF {ref} at {rec.chrom}:{rec.pos1} does not match the "
+                    f"genome ({genome_ref} in {self.genome.path}); ref_mismatch mode is 'error'"
+                )
+            else:
+                if snv:
+                    self._count_snv(mismatch=True)
+                return rejected(Status.REF_MISMATCH)
+        if snv:
+            self._count_snv(mismatch=False)
+            self.stats.num_flipped += flipped
+        if r != a:
+            pos1, r, a = normalize(pos1, r, a, self._left_bases(fasta))
+        return Variant(pos1=pos1, ref=r, alt=a, status=Status.OK, fasta_chrom=fasta,
+                       flipped=flipped, **common)  # fmt: skip
+
+    def _left_bases(self, fasta: str) -> Callable[[int, int], str]:
+        def left(pos1: int, n: int) -> str:
+            end0 = pos1 - 1
+            return self.genome.bases(fasta, max(end0 - n, 0), end0)
+
+        return left
+
+    def _count_snv(self, *, mismatch: bool) -> None:
+        self.stats.num_snv_checked += 1
+        self.stats.num_snv_mismatch += mismatch
+        if self.build_check and self.stats.num_snv_checked == self.build_check.first_check_at:
+            self._check_build(final=False)
+
+    def _check_build(self, *, final: bool) -> None:
+        bc, s = self.build_check, self.stats
+        if bc is None or s.num_snv_checked < bc.min_checked:
+            return
+        if s.snv_mismatch_rate >= bc.max_mismatch_rate:
+            scope = "in the whole file" if final else "among the first SNVs"
+            raise BuildMismatchError(
+                f"{self.path}: {s.num_snv_mismatch:,} of {s.num_snv_checked:,} checked SNV REF "
+                f"alleles ({100 * s.snv_mismatch_rate:.1f}%) {scope} differ from the genome "
+                f"{self.genome.path}; the variants are probably on another genome build (e.g. "
+                "hg19 vs hg38) or this is the wrong FASTA. Use the matching FASTA or lift the "
+                "variants over"
+            )
+
+    def _where(self, rec: _Record) -> str:
+        return f"{self.path}:{rec.line}" if rec.line else f"{self.path} (record {rec.record + 1})"
+
+
+# ------------------------------------------------------------------- alleles
+def _is_symbolic(allele: str) -> bool:
+    return (
+        allele == "*"
+        or allele.startswith("<")
+        or "[" in allele
+        or "]" in allele
+        or (len(allele) > 1 and (allele[0] == "." or allele[-1] == "."))  # single breakends
+    )
+
+
+def _allele_status(ref: str, alt: str, max_indel_len: int) -> Status | None:
+    """Genome-free checks, in precedence order (docs/variants.md). ``''`` is a TSV empty allele."""
+    if alt == "." or (not alt and not ref):
+        return Status.MISSING_ALT
+    if _is_symbolic(alt) or _is_symbolic(ref):
+        return Status.SYMBOLIC_ALLELE
+    if not set(ref) <= _ACGT or not set(alt) <= _ACGT:
+        return Status.NON_ACGT_ALLELE
+    # Indels only: equal-length substitutions keep the window layout whatever their length.
+    if len(ref) != len(alt) and max(_trimmed_lengths(ref, alt)) > max_indel_len:
+        return Status.INDEL_TOO_LONG
+    return None
+
+
+def _trimmed_lengths(ref: str, alt: str) -> tuple[int, int]:
+    """Lengths of REF and ALT once their common suffix and then prefix are removed."""
+    n = min(len(ref), len(alt))
+    s = 0
+    while s < n and ref[-1 - s] == alt[-1 - s]:
+        s += 1
+    p = 0
+    while p < n - s and ref[p] == alt[p]:
+        p += 1
+    return len(ref) - s - p, len(alt) - s - p
+
+
+def _ref_matches(genome_ref: str, ref: str) -> bool:
+    if genome_ref == ref:
+        return True
+    if len(genome_ref) != len(ref):
+        return False
+    return all(b in _IUPAC.get(g, "") for g, b in zip(genome_ref, ref))
+
+
+def normalize(
+    pos1: int, ref: str, alt: str, left_bases: Callable[[int, int], str]
+) -> tuple[int, str, str]:
+    """Minimal, left-aligned representation (Tan et al. 2015, as vt / bcftools norm).
+
+    Repeatedly drop a shared last base; when that would empty an allele, prepend the genome
+    base to the left instead (shifting the variant left through repeats). Then drop shared
+    leading bases while both alleles keep at least one base, so indels keep their VCF anchor.
+    ``left_bases(pos1, n)`` returns up to ``n`` genome bases ending just before ``pos1``
+    (fewer at the contig start). REF must already match the genome and differ from ALT.
+    """
+    if ref == alt:
+        raise ValueError("normalize: REF equals ALT")
+    buf = ""  # genome bases just left of pos1, fetched in growing chunks
+    chunk = 32
+    while ref[-1] == alt[-1]:
+        if len(ref) > 1 and len(alt) > 1:
+            ref, alt = ref[:-1], alt[:-1]
+            continue
+        if not buf and pos1 > 1:
+            buf = left_bases(pos1, chunk)
+            chunk = min(chunk * 2, 4096)
+        if not buf or buf[-1] not in _ACGT:  # contig start or unknown base: stop here
+            break
+        base, buf = buf[-1], buf[:-1]
+        ref, alt, pos1 = base + ref[:-1], base + alt[:-1], pos1 - 1
+    while len(ref) > 1 and len(alt) > 1 and ref[0] == alt[0]:
+        ref, alt, pos1 = ref[1:], alt[1:], pos1 + 1
+    return pos1, ref, alt
+
+
+# ------------------------------------------------------------------- formats
+def _open_binary(path: Path):
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    except OSError as e:
+        raise VcfError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _text_lines(path: Path, fh) -> Iterator[tuple[int, str]]:
+    """(line number, line without terminator); decoded per line so errors name their line."""
+    lineno = 0
+    try:
+        for lineno, raw in enumerate(fh, 1):
+            yield lineno, raw.decode("utf-8").rstrip("\r\n")
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+        raise VcfError(f"{path}:{lineno + (not isinstance(e, UnicodeDecodeError))}: "
+                       f"cannot read: {e}") from None  # fmt: skip
+
+
+def _detect_format(path: Path, fmt: str | None) -> str:
+    if not path.is_file():
+        raise VcfError(f"variant file not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64 * 1024)
+        if head[:2] == b"\x1f\x8b":
+            head = zlib.decompressobj(wbits=31).decompress(head)
+    except (OSError, zlib.error) as e:
+        raise VcfError(f"cannot read {path}: {e}") from None
+    if head[:3] == b"BCF":
+        if fmt == "tsv":
+            raise VcfError(f"{path} is a BCF file, not a TSV")
+        return "bcf"
+    if fmt is not None:
+        return fmt
+    first = head.lstrip().split(b"\n", 1)[0]
+    if first.startswith(b"##fileformat=VCF") or first.startswith(b"#CHROM"):
+        return "vcf"
+    name = path.name.lower()
+    if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz")):
+        return "vcf"
+    return "tsv"
+
+
+def _parse_contig(line: str) -> tuple[str, int | None] | None:
+    m = _CONTIG_LINE.match(line)
+    if m is None:
+        return None
+    fields = dict(kv.split("=", 1) for kv in re.findall(r"(\w+=(?:\"[^\"]*\"|[^,]*))", m.group(1)))
+    if "ID" not in fields:
+        return None
+    length = fields.get("length")
+    return fields["ID"], int(length) if length and length.isdigit() else None
+
+
+class _VcfText:
+    """Plain or (b)gzipped VCF text; reads the header eagerly so contigs are known up front."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.contigs: dict[str, int | None] = {}
+        self._fh = _open_binary(path)
+        self._lines = _text_lines(path, self._fh)
+        self._first: tuple[int, str] | None = None
+        for lineno, line in self._lines:
+            if line.startswith("##contig="):
+                contig = _parse_contig(line)
+                if contig is not None:
+                    self.contigs[contig[0]] = contig[1]
+            elif not line.startswith("#"):
+                self._first = (lineno, line)
+                break
+
+    def __iter__(self) -> Iterator[_Record]:
+        if self._first is None:
+            return
+        record = 0
+        for lineno, text in itertools.chain([self._first], self._lines):
+            if text.startswith("#"):
+                raise VcfError(f"{self.path}:{lineno}: header line after the first record")
+            if text.strip():
+                yield self._parse(text, lineno, record)
+                record += 1
+
+    def _parse(self, text: str, lineno: int, record: int) -> _Record:
+        fields = text.split("\t", 5)
+        if len(fields) < 5:
+            raise VcfError(
+                f"{self.path}:{lineno}: expected tab-separated CHROM POS ID REF ALT columns, "
+                f"found {len(fields)} column(s)"
+            )
+        chrom, pos, vid, ref, alt = fields[:5]
+        if not pos.isdigit():
+            raise VcfError(f"{self.path}:{lineno}: POS must be a whole number, not {pos!r}")
+        if not chrom or not ref:
+            raise VcfError(f"{self.path}:{lineno}: empty CHROM or REF column")
+        alts = [] if alt in (".", "") else alt.split(",")
+        return _Record(chrom=chrom, pos1=int(pos), id=vid or ".", ref=ref, alts=alts,
+                       record=record, line=lineno)  # fmt: skip
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Bcf:
+    """BCF through cyvcf2 (htslib); record line numbers are not known."""
+
+    def __init__(self, path: Path):
+        import cyvcf2
+
+        self.path = path
+        try:
+            self._vcf = cyvcf2.VCF(str(path), samples=[])
+        except Exception as e:  # cyvcf2 raises bare Exception / OSError for bad input
+            raise VcfError(f"cannot read BCF {path}: {e}") from None
+        self.contigs: dict[str, int | None] = {}
+        for line in self._vcf.raw_header.splitlines():
+            contig = _parse_contig(line)
+            if contig is not None:
+                self.contigs[contig[0]] = contig[1]
+
+    def __iter__(self) -> Iterator[_Record]:
+        record = 0
+        it = iter(self._vcf)
+        while True:
+            try:
+                v = next(it)
+            except StopIteration:
+                return
+            except Exception as e:  # htslib parse errors surface as bare Exception
+                raise VcfError(f"{self.path} (record {record + 1}): cannot read: {e}") from None
+            yield _Record(chrom=v.CHROM, pos1=v.POS, id=v.ID or ".", ref=v.REF,
+                          alts=[a for a in v.ALT], record=record, line=None)  # fmt: skip
+            record += 1
+
+    def close(self) -> None:
+        self._vcf.close()
+
+
+class _Tsv:
+    """variant-scorer's headerless list: ``chr pos(1-based) allele1 allele2 [id]``.
+
+    allele1 is taken as REF; ``-`` is an empty allele. Blank and ``#`` lines are skipped.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.contigs: dict[str, int | None] = {}  # a TSV declares none
+        self._fh = _open_binary(path)
+
+    def __iter__(self) -> Iterator[_Record]:
+        record = 0
+        for lineno, line in _text_lines(self.path, self._fh):
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            if len(fields) < 4:
+                raise VcfError(
+                    f"{self.path}:{lineno}: expected columns chr pos allele1 allele2 [id], "
+                    f"found {len(fields)} column(s)"
+                )
+            if not fields[1].isdigit():
+                raise VcfError(
+                    f"{self.path}:{lineno}: pos must be a whole number, not {fields[1]!r}"
+                )
+            yield _Record(
+                chrom=fields[0], pos1=int(fields[1]), ref=fields[2], alts=[fields[3]],
+                id=fields[4] if len(fields) > 4 else ".", record=record, line=lineno,
+                empty_allele="-",
+            )  # fmt: skip
+            record += 1
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+__all__ = [
+    "BuildCheck",
+    "BuildMismatchError",
+    "GenomeError",
+    "ReaderStats",
+    "VariantReader",
+    "VcfError",
+    "normalize",
+    "read_variants",
+]
