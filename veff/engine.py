@@ -1,0 +1,241 @@
+"""The jit boundary: one compiled step per model that runs REF and ALT (and their reverse
+complements) and reduces the pair of predictions to scores on the device.
+
+Only (B, T) score arrays leave the device. Tokens travel as uint8 and are one-hot encoded on
+the device. Every batch is padded to the same static size so each model compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from veff import sharding
+from veff.io.windows import WindowBatch
+from veff.models.base import ModelHandle
+
+_ONE_HOT = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((1, 4), np.float32)])
+_COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
+
+
+class ScoringError(Exception):
+    """A scoring request that cannot be honoured (unknown statistic, wrong model kind)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScoreOptions:
+    stats: tuple[str, ...] | None = None  # None: every statistic that applies to the model
+    rc: bool = True
+    batch_size: int = 64
+    precision: str = "fp32"
+    center_bp: int | None = None  # binned models: centre mask for the masked statistics
+    devices: int | None = None  # use the first N local devices (None: all)
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+
+
+def one_hot_device(tokens: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """(…, L) uint8 tokens -> (…, L, 4) one-hot; N (token 4) is all zeros."""
+    return jnp.asarray(_ONE_HOT, dtype=dtype)[tokens.astype(jnp.int32)]
+
+
+def reverse_complement_device(tokens: jax.Array) -> jax.Array:
+    return jnp.asarray(_COMPLEMENT)[tokens.astype(jnp.int32)][..., ::-1]
+
+
+def _forward_alleles(handle: ModelHandle, params, ref_tok, alt_tok, rc: bool, dtype):
+    """Run the model once on the stacked [ref, alt, (rc ref, rc alt)] batch."""
+    toks = jnp.concatenate([ref_tok, alt_tok], axis=0)
+    if rc:
+        toks = jnp.concatenate([toks, reverse_complement_device(toks)], axis=0)
+    x = one_hot_device(toks, dtype)
+    out = handle.apply(params, x)
+    return jax.tree.map(lambda a: a.astype(jnp.float32), out)
+
+
+def _split(out: dict, num: int, b: int) -> list[dict]:
+    return [{k: v[i * b : (i + 1) * b] for k, v in out.items()} for i in range(num)]
+
+
+class ModelScorer:
+    """Scores batches of ref/alt windows with one model; owns the compiled step."""
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        options: ScoreOptions,
+        *,
+        peak_counts: np.ndarray | None = None,
+    ):
+        self.handle = handle
+        self.options = options
+        if handle.kind == "profile":
+            self.stats, self.formulas, reduce = _profile_reducer(handle, options, peak_counts)
+            self.track_names = [handle.name]
+        elif handle.kind == "binned":
+            self.stats, self.formulas, reduce = _binned_reducer(handle, options)
+            self.track_names = handle.track_names
+        else:  # pragma: no cover - ModelHandle.kind is a Literal
+            raise ScoringError(f"unknown model kind {handle.kind!r}")
+        self.mesh = sharding.make_mesh(options.devices)
+        # Every step sees the same static batch shape, split evenly over the devices.
+        self.step_size = sharding.padded_batch_size(options.batch_size, self.mesh)
+        self.params = sharding.replicate(handle.params, self.mesh)
+        self._full_step = jax.jit(self._make_step(reduce, pair=False))
+        self._pair_step = (
+            jax.jit(self._make_step(reduce, pair=True)) if handle.apply_pair is not None else None
+        )
+
+    def _make_step(self, reduce: Callable, *, pair: bool) -> Callable:
+        handle, rc = self.handle, self.options.rc
+        dtype = jnp.bfloat16 if self.options.precision == "bf16" else jnp.float32
+        L = handle.window_len
+        center, rc_center = L // 2, L - 1 - L // 2
+
+        def full(params, ref_tok, alt_tok):
+            out = _forward_alleles(handle, params, ref_tok, alt_tok, rc, dtype)
+            return _split(out, 4 if rc else 2, ref_tok.shape[0])
+
+        def incremental(params, ref_tok, alt_tok):
+            # REF in full, ALT only where the substituted base reaches (exact)
+            parts = list(handle.apply_pair(
+                params, one_hot_device(ref_tok, dtype), one_hot_device(alt_tok, dtype), center
+            ))
+            if rc:
+                parts += handle.apply_pair(
+                    params,
+                    one_hot_device(reverse_complement_device(ref_tok), dtype),
+                    one_hot_device(reverse_complement_device(alt_tok), dtype),
+                    rc_center,
+                )
+            return [jax.tree.map(lambda a: a.astype(jnp.float32), q) for q in parts]
+
+        forward = incremental if pair else full
+
+        def one_fold(params, ref_tok, alt_tok, ref_len, alt_len):
+            return reduce(forward(params, ref_tok, alt_tok), ref_len, alt_len)
+
+        def step(params, ref_tok, alt_tok, ref_len, alt_len):
+            if handle.num_folds == 1:
+                return one_fold(params, ref_tok, alt_tok, ref_len, alt_len)
+            per_fold = jax.vmap(one_fold, in_axes=(0, None, None, None, None))(
+                params, ref_tok, alt_tok, ref_len, alt_len
+            )
+            return jax.tree.map(lambda a: a.mean(axis=0), per_fold)
+
+        return step
+
+    def score(self, windows: WindowBatch) -> dict[str, np.ndarray]:
+        """Scores for every row of ``windows``: {stat: (B, T) float32}.
+
+        Single-base substitutions go through the incremental step when the model has one;
+        everything else through the full step. Each step sees the same static batch shape
+        (the last batch of each kind is padded and the padding dropped)."""
+        n = len(windows.ref)
+        snv = (windows.ref_len == 1) & (windows.alt_len == 1)
+        groups = [(np.flatnonzero(snv), self._pair_step), (np.flatnonzero(~snv), self._full_step)]
+        if self._pair_step is None:
+            groups = [(np.arange(n), self._full_step)]
+        out = {s: np.full((n, len(self.track_names)), np.nan, np.float32) for s in self.stats}
+        for rows, step in groups:
+            if len(rows):
+                for k, v in self._run(step, _take(windows, rows)).items():
+                    out[k][rows] = v.reshape(len(rows), -1)
+        return out
+
+    def _run(self, step: Callable, windows: WindowBatch) -> dict[str, np.ndarray]:
+        n, bs = len(windows.ref), self.step_size
+        pending, spans = [], []
+        for start in range(0, n, bs):
+            stop = min(start + bs, n)
+            args = sharding.shard_batch(_padded_args(windows, start, stop, bs), self.mesh)
+            # Dispatch is asynchronous: queue every step before reading any result back.
+            pending.append(step(self.params, *args))
+            spans.append(stop - start)
+        pieces = [{k: np.asarray(v)[:m] for k, v in p.items()} for p, m in zip(pending, spans)]
+        return {k: np.concatenate([p[k] for p in pieces]) for k in self.stats}
+
+
+def _take(w: WindowBatch, rows: np.ndarray) -> WindowBatch:
+    return dataclasses.replace(
+        w, ref=w.ref[rows], alt=w.alt[rows], ref_len=w.ref_len[rows], alt_len=w.alt_len[rows],
+        padded=w.padded[rows],
+    )
+
+
+def _padded_args(w: WindowBatch, start: int, stop: int, size: int) -> tuple[np.ndarray, ...]:
+    def pad(a: np.ndarray, fill) -> np.ndarray:
+        a = a[start:stop]
+        if len(a) == size:
+            return a
+        extra = np.full((size - len(a), *a.shape[1:]), fill, dtype=a.dtype)
+        return np.concatenate([a, extra])
+
+    # Padding rows are all-N windows with 1-bp alleles: valid input, results discarded.
+    return pad(w.ref, 4), pad(w.alt, 4), pad(w.ref_len, 1), pad(w.alt_len, 1)
+
+
+# ---------------------------------------------------------------------------- reducers
+def _profile_reducer(handle: ModelHandle, options: ScoreOptions, peak_counts):
+    from veff.scoring import profile
+
+    available = [
+        s for s, info in profile.STAT_INFO.items() if peak_counts is not None or not info.needs_peaks
+    ]
+    stats = _select(options.stats, available, handle.name, profile.STAT_INFO)
+    sorted_peaks = None if peak_counts is None else jnp.asarray(np.sort(peak_counts))
+
+    def reduce(parts: list[dict], ref_len, alt_len) -> dict[str, Any]:
+        if len(parts) == 4:
+            ref = profile.rc_average(parts[0], parts[2])
+            alt = profile.rc_average(parts[1], parts[3])
+        else:
+            ref, alt = parts
+        return profile.profile_scores(
+            ref, alt, ref_len, alt_len, tuple(stats), sorted_peak_counts=sorted_peaks
+        )
+
+    return stats, {s: profile.STAT_INFO[s].formula for s in stats}, reduce
+
+
+def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
+    from veff.scoring import tracks
+
+    specs = tracks.default_specs(options.stats, center_bp=options.center_bp)
+    strand_pair = jnp.asarray(
+        [t.get("strand_pair", i) for i, t in enumerate(handle.tracks)], dtype=jnp.int32
+    )
+
+    def reduce(parts: list[dict], ref_len, alt_len) -> dict[str, Any]:
+        ref, alt = parts[0]["tracks"], parts[1]["tracks"]
+        if len(parts) == 4:
+            ref = 0.5 * (ref + tracks.rc_unflip(parts[2]["tracks"], strand_pair))
+            alt = 0.5 * (alt + tracks.rc_unflip(parts[3]["tracks"], strand_pair))
+        return tracks.compute_track_stats(
+            ref, alt, specs, bin_size=handle.bin_size, window_len=handle.window_len
+        )
+
+    return [s.name for s in specs], {s.name: s.formula for s in specs}, reduce
+
+
+def _select(requested, available: list[str], model: str, info: dict) -> list[str]:
+    if requested is None:
+        return available
+    unknown = [s for s in requested if s not in info]
+    if unknown:
+        raise ScoringError(
+            f"unknown statistic(s) {', '.join(unknown)} for model {model}; "
+            f"choose from {', '.join(available)}"
+        )
+    missing = [s for s in requested if s not in available]
+    if missing:
+        raise ScoringError(f"statistic(s) {', '.join(missing)} need --peaks")
+    return list(requested)

@@ -1,0 +1,702 @@
+"""Borzoi (Linder et al. 2025; calico/baskerville ``params.json`` family) as pure functions.
+
+Layout (channels-last; every pool is max-pool 2, every conv "same"; Keras/baskerville order):
+
+    conv_dna      conv_k15(onehot) + bias -> maxpool             (no norm, no activation)
+    res_tower[i]  BN -> GELU -> conv_k5 (+bias)  = repr_i -> maxpool      i = 0..R-1
+    transformer   N x [x + MHA(LN(x)),  x + W2 relu(W1 LN(x))]   (relative positions,
+                  central-mask basis only)
+    unet[j]       up = repeat2(dense(GELU(BN(x)))); skip = dense(GELU(BN(repr_{R-1-j})))
+                  x = pointwise(depthwise_k3(up + skip)) + bias              j = 0..U-1
+    crop          x[:, c:-c]
+    final         [BN -> GELU -> dense(F)]  then GELU (baskerville's trunk activation)
+    head          softplus(dense(T))
+
+``repr_i`` is block i's output *before* its pool: the U-net skips are the last U res-tower
+blocks (borzoi-pytorch: ``res_tower`` output = x_unet0, ``unet1`` = x_unet1). So
+``trunk`` (everything up to the transformer input) also returns the skips, and
+``head_from_trunk`` needs both; an exact incremental ALT recomputes the tower slice-wise
+and must splice the skips as well as the transformer input.
+
+Numerics follow baskerville/Keras (and borzoi-pytorch, which matches them): BatchNorm and
+LayerNorm epsilon 1e-3, GELU is the tanh approximation (``tf.keras.activations.gelu(
+approximate=True)``, ``nn.GELU(approximate='tanh')``), plain softplus on the head.
+
+Relative positions (baskerville ``positional_features_central_mask``): for distances
+d in [-(T-1), T-1], widths_k = r**k - 1 (k = 1..F/2, r = (S+1)**(2/F) in float32) and
+features [|d| < widths, sign(d) * (|d| < widths)]. S is the *basis length*: by default the
+transformer length T of the current window (baskerville without ``seqlen_train``), or a
+fixed ``position_basis_length`` (baskerville ``seqlen_train``; borzoi-pytorch 0.5.1
+hard-codes 4096). borzoi-pytorch <= 0.4.x built the basis for 4096 positions and shifted
+with strides that assume 4096, so any other length gave wrong logits silently; here the
+basis and the shift are always built for the actual T.
+
+Shape letters: B batch, L length, C channels, T transformer positions, P output bins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from veff.checkpoint import Checkpoint, unflatten
+from veff.models.base import ModelHandle
+
+ARCH = "borzoi"
+BN_EPS = 1e-3  # Keras BatchNormalization default; borzoi-pytorch sets eps=0.001
+LN_EPS = 1e-3  # Keras LayerNormalization default (Flax's default would be 1e-6)
+
+
+class BorzoiConfigError(ValueError):
+    """A Borzoi configuration or params.json that veff cannot build."""
+
+
+def _round_filters(x: float, divisible_by: int) -> int:
+    # baskerville res_tower ``_round``: numpy rounds half to even, keep that.
+    return int(np.round(x / divisible_by) * divisible_by)
+
+
+def res_tower_filters(filters_init: int, filters_end: int, repeat: int,
+                      divisible_by: int = 1) -> tuple[int, ...]:
+    """baskerville ``res_tower`` widths: geometric from init to end, rounded per block."""
+    if repeat < 2:
+        return (_round_filters(filters_init, divisible_by),) * repeat
+    mult = np.exp(np.log(filters_end / filters_init) / (repeat - 1))
+    out, f = [], float(filters_init)
+    for _ in range(repeat):
+        out.append(_round_filters(f, divisible_by))
+        f *= mult
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BorzoiConfig:
+    window_len: int
+    conv_dna_filters: int
+    res_filters: tuple[int, ...]
+    num_heads: int
+    key_size: int
+    value_size: int
+    num_layers: int
+    ffn_dim: int
+    crop_bins: int  # trimmed from EACH side of the U-net output (Keras Cropping1D)
+    heads: tuple[tuple[str, int], ...]  # (name, num_tracks); the first is the default
+    final_filters: int | None = None  # conv_nac before the heads (1920 in Borzoi)
+    conv_dna_kernel: int = 15
+    res_kernel: int = 5
+    num_position_features: int = 32
+    position_basis_length: int | None = None
+    num_unet: int = 2
+    unet_kernel: int = 3
+    unet_upsample_conv: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "res_filters", tuple(int(f) for f in self.res_filters))
+        object.__setattr__(self, "heads", tuple((str(n), int(t)) for n, t in self.heads))
+        ints = ("window_len", "conv_dna_filters", "num_heads", "key_size", "value_size",
+                "num_layers", "ffn_dim", "crop_bins", "conv_dna_kernel", "res_kernel",
+                "num_position_features", "num_unet", "unet_kernel")
+        for f in ints:
+            v = getattr(self, f)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+                raise BorzoiConfigError(f"BorzoiConfig.{f} must be a non-negative int, got {v!r}")
+        if not self.res_filters or min(self.res_filters) < 1:
+            raise BorzoiConfigError("BorzoiConfig.res_filters must be positive widths")
+        if not 0 <= self.num_unet <= len(self.res_filters):
+            raise BorzoiConfigError(
+                f"num_unet={self.num_unet} needs that many res-tower blocks "
+                f"(have {len(self.res_filters)})")
+        if self.num_position_features % 2:
+            raise BorzoiConfigError("num_position_features must be even (mask + signed mask)")
+        for k in ("conv_dna_kernel", "res_kernel", "unet_kernel"):
+            if getattr(self, k) % 2 == 0:
+                raise BorzoiConfigError(f"{k} must be odd ('same' padding is then symmetric)")
+        if not self.heads:
+            raise BorzoiConfigError("BorzoiConfig.heads must name at least one head")
+        if len({n for n, _ in self.heads}) != len(self.heads):
+            raise BorzoiConfigError(f"duplicate head names in {self.heads}")
+        pools = self.num_pools
+        if self.window_len <= 0 or self.window_len % (2**pools):
+            raise BorzoiConfigError(
+                f"window_len {self.window_len} must be a positive multiple of 2**{pools} = "
+                f"{2**pools} (conv_dna and every res-tower block halve the length)")
+        if self.output_len <= 0:
+            raise BorzoiConfigError(
+                f"window_len {self.window_len} gives {self.window_len // self.bin_size} bins, "
+                f"too few to crop {self.crop_bins} from each side")
+        if self.position_basis_length is not None and self.position_basis_length < 1:
+            raise BorzoiConfigError("position_basis_length must be positive or None")
+
+    # ---- derived facts
+    @property
+    def num_pools(self) -> int:
+        return 1 + len(self.res_filters)
+
+    @property
+    def dim(self) -> int:
+        return self.res_filters[-1]
+
+    @property
+    def transformer_len(self) -> int:
+        return self.window_len // 2**self.num_pools
+
+    @property
+    def bin_size(self) -> int:
+        return 2 ** (self.num_pools - self.num_unet)
+
+    @property
+    def output_len(self) -> int:
+        return self.window_len // self.bin_size - 2 * self.crop_bins
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.heads)
+
+    def num_tracks(self, head: str) -> int:
+        return dict(self.heads)[head]
+
+    # ---- presets
+    @classmethod
+    def original(cls, **overrides: Any) -> "BorzoiConfig":
+        """Published Borzoi (borzoi-pytorch / calico params_pred.json, 6,144-bin crop)."""
+        kw = dict(
+            window_len=524_288, conv_dna_filters=512,
+            res_filters=res_tower_filters(608, 1536, 6, 32),  # 608 736 896 1056 1280 1536
+            num_heads=8, key_size=64, value_size=192, num_layers=8, ffn_dim=3072,
+            crop_bins=5120, final_filters=1920, heads=(("human", 7611), ("mouse", 2608)),
+        )
+        return cls(**{**kw, **overrides})
+
+    @classmethod
+    def small(cls, **overrides: Any) -> "BorzoiConfig":
+        """Borzoi's layout (6 res blocks, 2 U-net stages, 32 bp bins) with small primes."""
+        kw = dict(
+            window_len=16_384, conv_dna_filters=13, res_filters=(17, 19, 23, 29, 31, 37),
+            num_heads=3, key_size=11, value_size=7, num_layers=2, ffn_dim=74,
+            crop_bins=37, final_filters=43, heads=(("human", 47), ("mouse", 53)),
+        )
+        return cls(**{**kw, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "BorzoiConfig":
+        """Borzoi's layout at 524,288 bp with tiny primes: full-length tests on a CPU."""
+        kw = dict(
+            window_len=524_288, conv_dna_filters=3, res_filters=(5, 7, 5, 7, 11, 13),
+            num_heads=2, key_size=3, value_size=5, num_layers=1, ffn_dim=26,
+            crop_bins=5120, final_filters=19, heads=(("human", 23), ("mouse", 29)),
+        )
+        return cls(**{**kw, **overrides})
+
+    @classmethod
+    def from_baskerville_params(cls, params: str | Path | dict[str, Any], *,
+                                window_len: int | None = None) -> "BorzoiConfig":
+        """A baskerville ``params.json`` (path or parsed dict) -> config.
+
+        Accepts exactly the Borzoi family: conv_dna, res_tower (num_convs 1), one
+        transformer_tower, unet_conv stages, Cropping1D, optional conv_nac, ``final`` heads.
+        Anything else raises BorzoiConfigError naming the block.
+        """
+        return _config_from_params(params, window_len=window_len)
+
+    # ---- serialisation (checkpoint config.json)
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["res_filters"] = list(self.res_filters)
+        d["heads"] = [[n, t] for n, t in self.heads]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BorzoiConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise BorzoiConfigError(f"unknown Borzoi config fields: {', '.join(extra)}")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- params.json
+_ACTIVATIONS_OK = ("gelu",)
+
+
+def _config_from_params(params: str | Path | dict[str, Any], *,
+                        window_len: int | None) -> BorzoiConfig:
+    if not isinstance(params, dict):
+        path = Path(params)
+        try:
+            params = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise BorzoiConfigError(f"{path}: cannot read params.json ({e})") from None
+    model = params.get("model", params)
+    if "trunk" not in model:
+        raise BorzoiConfigError("params.json has no model.trunk")
+    act = model.get("activation", "relu")
+    if act not in _ACTIVATIONS_OK:
+        raise BorzoiConfigError(f"model activation {act!r} is not supported (Borzoi uses gelu)")
+    if model.get("norm_type") not in ("batch", "batch-sync"):
+        raise BorzoiConfigError(f"model norm_type {model.get('norm_type')!r}: only batch norm "
+                                "is supported")
+    kw: dict[str, Any] = {"window_len": int(window_len or model["seq_length"])}
+    blocks = list(model["trunk"])
+    names = [b.get("name") for b in blocks]
+    expected_order = "conv_dna, res_tower, transformer_tower, unet_conv..., Cropping1D[, conv_nac]"
+
+    def need(i: int, name: str) -> dict[str, Any]:
+        if i >= len(blocks) or blocks[i].get("name") != name:
+            raise BorzoiConfigError(f"trunk block {i} is {names[i] if i < len(names) else None!r}"
+                                    f", expected {name!r} (supported: {expected_order})")
+        return blocks[i]
+
+    def check(block: dict[str, Any], key: str, allowed: tuple, default: Any) -> None:
+        if block.get(key, default) not in allowed:
+            raise BorzoiConfigError(f"trunk block {block['name']}: {key}={block.get(key)!r} "
+                                    f"is not supported (allowed: {allowed})")
+
+    b = need(0, "conv_dna")
+    check(b, "pool_size", (2,), 1)
+    check(b, "norm_type", (None,), model.get("norm_type"))
+    check(b, "activation", ("linear", None), act)
+    check(b, "residual", (False,), False)
+    check(b, "stride", (1,), 1)
+    kw["conv_dna_filters"] = int(b["filters"])
+    kw["conv_dna_kernel"] = int(b.get("kernel_size", 15))
+
+    b = need(1, "res_tower")
+    check(b, "num_convs", (1,), 2)
+    check(b, "pool_size", (2,), 2)
+    check(b, "pool_type", ("max",), "max")
+    if "filters_mult" in b and "filters_end" not in b:
+        mult, f0, out = float(b["filters_mult"]), float(b["filters_init"]), []
+        for _ in range(int(b["repeat"])):
+            out.append(_round_filters(f0, int(b.get("divisible_by", 1))))
+            f0 *= mult
+        kw["res_filters"] = tuple(out)
+    else:
+        kw["res_filters"] = res_tower_filters(int(b["filters_init"]), int(b["filters_end"]),
+                                              int(b.get("repeat", 1)),
+                                              int(b.get("divisible_by", 1)))
+    kw["res_kernel"] = int(b.get("kernel_size", 1))
+    dim = kw["res_filters"][-1]
+
+    b = need(2, "transformer_tower")
+    check(b, "block_type", ("transformer",), "transformer")
+    check(b, "qkv_width", (1,), 1)
+    check(b, "content_position_bias", (True,), True)
+    if b.get("out_size") not in (None, dim):
+        raise BorzoiConfigError("transformer_tower out_size must equal the tower width")
+    heads = int(b.get("heads", 1))
+    if dim % heads:
+        raise BorzoiConfigError(f"transformer heads {heads} do not divide width {dim}")
+    kw["num_heads"] = heads
+    kw["key_size"] = int(b["key_size"])
+    kw["value_size"] = dim // heads  # baskerville: value_size = out_size // heads
+    kw["num_layers"] = int(b.get("repeat", 2))
+    expansion = float(b.get("dense_expansion", 2.0))
+    if expansion == 0:
+        raise BorzoiConfigError("transformer dense_expansion 0 (no FFN) is not supported")
+    kw["ffn_dim"] = int(expansion * dim)
+    npf = b.get("num_position_features")
+    if npf is None:  # baskerville default: value_size rounded down to a multiple of 2
+        npf = (kw["value_size"] // 2) * 2
+    kw["num_position_features"] = int(npf)
+    if b.get("seqlen_train") is not None:
+        kw["position_basis_length"] = int(b["seqlen_train"])
+
+    i, unets = 3, []
+    while i < len(blocks) and blocks[i].get("name") == "unet_conv":
+        check(blocks[i], "stride", (2,), 2)
+        unets.append(blocks[i])
+        i += 1
+    if unets:
+        ks = {int(u.get("kernel_size", 1)) for u in unets}
+        ups = {bool(u.get("upsample_conv", False)) for u in unets}
+        if len(ks) > 1 or len(ups) > 1:
+            raise BorzoiConfigError("all unet_conv blocks must share kernel_size/upsample_conv")
+        kw["unet_kernel"], kw["unet_upsample_conv"] = ks.pop(), ups.pop()
+    kw["num_unet"] = len(unets)
+
+    b = need(i, "Cropping1D")
+    crop = b.get("cropping", 0)
+    if isinstance(crop, (list, tuple)):
+        if len(set(crop)) != 1:
+            raise BorzoiConfigError(f"asymmetric Cropping1D {crop} is not supported")
+        crop = crop[0]
+    kw["crop_bins"] = int(crop)
+    i += 1
+    if i < len(blocks) and blocks[i].get("name") == "conv_nac":
+        check(blocks[i], "kernel_size", (1,), 1)
+        check(blocks[i], "residual", (False,), False)
+        kw["final_filters"] = int(blocks[i]["filters"])
+        i += 1
+    if i != len(blocks):
+        raise BorzoiConfigError(f"unsupported trunk block {names[i]!r} after the crop")
+
+    head_keys = sorted((k for k in model if k.startswith("head")), key=_natural_key)
+    heads_out = []
+    for k in head_keys:
+        hb = model[k]
+        if isinstance(hb, list):
+            if len(hb) != 1:
+                raise BorzoiConfigError(f"{k}: multi-block heads are not supported")
+            hb = hb[0]
+        if hb.get("name") != "final" or hb.get("activation", "linear") != "softplus":
+            raise BorzoiConfigError(f"{k}: only a 'final' dense head with softplus is supported")
+        if hb.get("flatten"):
+            raise BorzoiConfigError(f"{k}: flattened heads are not supported")
+        name = k[len("head_"):] if k.startswith("head_") else ("human" if k == "head" else k)
+        heads_out.append((name, int(hb["units"])))
+    if not heads_out:
+        raise BorzoiConfigError("params.json defines no head")
+    kw["heads"] = tuple(heads_out)
+    return BorzoiConfig(**kw)
+
+
+def _natural_key(s: str) -> list[Any]:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+# ----------------------------------------------------------------------------- params
+def param_shapes(cfg: BorzoiConfig, heads: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Nested dict of ``jax.ShapeDtypeStruct`` (float32) of every parameter.
+
+    ``heads`` limits the head subtrees (default: every head in the config).
+    """
+    f32 = jnp.float32
+
+    def s(*shape: int) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(tuple(int(d) for d in shape), f32)
+
+    def bn(c: int) -> dict[str, Any]:
+        return {"scale": s(c), "bias": s(c), "mean": s(c), "var": s(c)}
+
+    def ln(c: int) -> dict[str, Any]:
+        return {"scale": s(c), "bias": s(c)}
+
+    def dense(i: int, o: int) -> dict[str, Any]:
+        return {"kernel": s(i, o), "bias": s(o)}
+
+    D, H, K, V, F = cfg.dim, cfg.num_heads, cfg.key_size, cfg.value_size, cfg.num_position_features
+    p: dict[str, Any] = {"conv_dna": {"kernel": s(cfg.conv_dna_kernel, 4, cfg.conv_dna_filters),
+                                      "bias": s(cfg.conv_dna_filters)}}
+    cin, tower = cfg.conv_dna_filters, {}
+    for i, c in enumerate(cfg.res_filters):
+        tower[str(i)] = {"norm": bn(cin), "conv": {"kernel": s(cfg.res_kernel, cin, c),
+                                                   "bias": s(c)}}
+        cin = c
+    p["res_tower"] = tower
+    p["transformer"] = {
+        str(i): {
+            "attn_norm": ln(D),
+            "attn": {"q_kernel": s(D, H * K), "k_kernel": s(D, H * K), "v_kernel": s(D, H * V),
+                     "rel_k_kernel": s(F, H * K), "r_w_bias": s(H, K), "r_r_bias": s(H, K),
+                     "out_kernel": s(H * V, D), "out_bias": s(D)},
+            "ffn_norm": ln(D),
+            "ffn": {"in_kernel": s(D, cfg.ffn_dim), "in_bias": s(cfg.ffn_dim),
+                    "out_kernel": s(cfg.ffn_dim, D), "out_bias": s(D)},
+        }
+        for i in range(cfg.num_layers)
+    }
+    unet = {}
+    for j in range(cfg.num_unet):
+        cs = cfg.res_filters[-1 - j]
+        u: dict[str, Any] = {"up_norm": bn(D), "skip_norm": bn(cs), "skip_dense": dense(cs, D),
+                             "sep": {"depthwise": s(cfg.unet_kernel, D), "pointwise": s(D, D),
+                                     "bias": s(D)}}
+        if cfg.unet_upsample_conv:
+            u["up_dense"] = dense(D, D)
+        unet[str(j)] = u
+    p["unet"] = unet
+    cf = D
+    if cfg.final_filters is not None:
+        p["final"] = {"norm": bn(D), "conv": dense(D, cfg.final_filters)}
+        cf = cfg.final_filters
+    names = cfg.head_names if heads is None else heads
+    p["heads"] = {n: dense(cf, cfg.num_tracks(n)) for n in names}
+    return p
+
+
+def init_params(cfg: BorzoiConfig, key: jax.Array, heads: tuple[str, ...] | None = None,
+                ) -> dict[str, Any]:
+    """Random params of the right shapes (tests; BN variances positive, no zero blocks)."""
+    shapes = param_shapes(cfg, heads)
+    leaves, treedef = jax.tree.flatten_with_path(shapes)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for (path, sd), k in zip(leaves, keys):
+        name = str(path[-1].key)
+        if name == "var":
+            out.append(jax.random.uniform(k, sd.shape, minval=0.5, maxval=2.0))
+        elif name == "scale":
+            out.append(jax.random.uniform(k, sd.shape, minval=0.5, maxval=1.5))
+        elif len(sd.shape) == 1 or name.startswith("r_"):
+            out.append(0.1 * jax.random.normal(k, sd.shape))
+        else:
+            fan_in = int(np.prod(sd.shape[:-1])) if name != "depthwise" else sd.shape[0]
+            out.append(jax.random.normal(k, sd.shape) / np.sqrt(fan_in))
+    return jax.tree.unflatten(treedef, [jnp.asarray(o, jnp.float32) for o in out])
+
+
+# ----------------------------------------------------------------------------- layers
+def _gelu(x: jax.Array) -> jax.Array:
+    return jax.nn.gelu(x, approximate=True)
+
+
+def _batch_norm(x: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
+    # inference mode: running statistics only (momentum is irrelevant here)
+    inv = p["scale"] * lax.rsqrt(p["var"] + BN_EPS)
+    return (x - p["mean"]) * inv + p["bias"]
+
+
+def _layer_norm(x: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * lax.rsqrt(var + LN_EPS) * p["scale"] + p["bias"]
+
+
+def _conv(x: jax.Array, kernel: jax.Array, precision, groups: int = 1) -> jax.Array:
+    """'same' 1-D convolution, (B, L, Cin) x (K, Cin/groups, Cout) -> (B, L, Cout)."""
+    k = kernel.shape[0]
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(1,), padding=[((k - 1) // 2, (k - 1) // 2)],
+        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups,
+        precision=precision)
+
+
+def _dense(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+    return jnp.einsum("...i,io->...o", x, kernel, precision=precision)
+
+
+def _max_pool2(x: jax.Array) -> jax.Array:
+    B, L, C = x.shape
+    return jnp.max(x.reshape(B, L // 2, 2, C), axis=2)
+
+
+def central_mask_basis(seq_len: int, num_features: int, basis_len: int | None = None,
+                       ) -> np.ndarray:
+    """(2T-1, F) float32 relative-position features for distances -(T-1)..T-1.
+
+    Widths are computed in float32 as baskerville does (pow_rate cast to float32, then
+    raised); ``basis_len`` is baskerville's ``seqlen_train`` (default: ``seq_len``).
+    """
+    half = num_features // 2
+    s = seq_len if basis_len is None else basis_len
+    pow_rate = np.float32(np.exp(np.log(s + 1) / half))
+    widths = np.power(pow_rate, np.arange(1, half + 1, dtype=np.float32)) - np.float32(1)
+    d = np.arange(-seq_len + 1, seq_len, dtype=np.float32)
+    mask = (widths[None, :] > np.abs(d)[:, None]).astype(np.float32)
+    return np.concatenate([mask, np.sign(d)[:, None] * mask], axis=-1)
+
+
+def relative_shift(x: jax.Array) -> jax.Array:
+    """(..., T, 2T-1) logits over distances -(T-1)..T-1 -> (..., T, T) with
+    out[i, j] = x[i, j - i + T - 1] (Transformer-XL pad/reshape trick, no gather)."""
+    *lead, T, R = x.shape
+    x = jnp.concatenate([jnp.zeros((*lead, T, 1), x.dtype), x], axis=-1)  # (.., T, 2T)
+    x = x.reshape(*lead, R + 1, T)[..., 1:, :]  # (.., 2T-1, T)
+    x = x.reshape(*lead, T, R)
+    return x[..., :T]
+
+
+def _attention(cfg: BorzoiConfig, p: dict[str, jax.Array], x: jax.Array, precision,
+               ) -> jax.Array:
+    # Duplicates the relative-position MHA of veff/models/attention.py (Enformer) with a
+    # central-mask-only basis; merge once both exist.
+    B, T, _ = x.shape
+    H, K, V = cfg.num_heads, cfg.key_size, cfg.value_size
+    q = _dense(x, p["q_kernel"], precision).reshape(B, T, H, K) * (K**-0.5)
+    k = _dense(x, p["k_kernel"], precision).reshape(B, T, H, K)
+    v = _dense(x, p["v_kernel"], precision).reshape(B, T, H, V)
+    basis = jnp.asarray(central_mask_basis(T, cfg.num_position_features,
+                                           cfg.position_basis_length), x.dtype)
+    rel_k = _dense(basis, p["rel_k_kernel"], precision).reshape(2 * T - 1, H, K)
+    content = jnp.einsum("bthk,bshk->bhts", q + p["r_w_bias"], k, precision=precision)
+    rel = jnp.einsum("bthk,rhk->bhtr", q + p["r_r_bias"], rel_k, precision=precision)
+    logits = content + relative_shift(rel)
+    w = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("bhts,bshv->bthv", w, v, precision=precision).reshape(B, T, H * V)
+    return _dense(out, p["out_kernel"], precision) + p["out_bias"]
+
+
+def _transformer_layer(cfg: BorzoiConfig, p: dict[str, Any], x: jax.Array, precision,
+                       ) -> jax.Array:
+    x = x + _attention(cfg, p["attn"], _layer_norm(x, p["attn_norm"]), precision)
+    h = _layer_norm(x, p["ffn_norm"])
+    h = jax.nn.relu(_dense(h, p["ffn"]["in_kernel"], precision) + p["ffn"]["in_bias"])
+    return x + _dense(h, p["ffn"]["out_kernel"], precision) + p["ffn"]["out_bias"]
+
+
+def _unet_stage(cfg: BorzoiConfig, p: dict[str, Any], x: jax.Array, skip: jax.Array,
+                precision) -> jax.Array:
+    up = _gelu(_batch_norm(x, p["up_norm"]))
+    if cfg.unet_upsample_conv:
+        up = _dense(up, p["up_dense"]["kernel"], precision) + p["up_dense"]["bias"]
+    up = jnp.repeat(up, 2, axis=1)  # nearest-neighbour upsampling (Keras UpSampling1D)
+    s = _gelu(_batch_norm(skip, p["skip_norm"]))
+    s = _dense(s, p["skip_dense"]["kernel"], precision) + p["skip_dense"]["bias"]
+    h = up + s
+    D = h.shape[-1]
+    h = _conv(h, p["sep"]["depthwise"][:, None, :], precision, groups=D)
+    return _dense(h, p["sep"]["pointwise"], precision) + p["sep"]["bias"]
+
+
+# ----------------------------------------------------------------------------- forward
+def conv_dna(cfg: BorzoiConfig, params: Any, x: jax.Array, *, precision=None) -> jax.Array:
+    """(B, L, 4) -> (B, L/2, C0): stem conv + bias, then pool."""
+    h = _conv(x.astype(params["conv_dna"]["kernel"].dtype), params["conv_dna"]["kernel"],
+              precision) + params["conv_dna"]["bias"]
+    return _max_pool2(h)
+
+
+def res_block(cfg: BorzoiConfig, params: Any, i: int, h: jax.Array, *, precision=None,
+              ) -> jax.Array:
+    """Res-tower block i WITHOUT its pool: BN -> GELU -> conv (+bias); this is repr_i."""
+    p = params["res_tower"][str(i)]
+    return _conv(_gelu(_batch_norm(h, p["norm"])), p["conv"]["kernel"], precision) \
+        + p["conv"]["bias"]
+
+
+def trunk(cfg: BorzoiConfig, params: Any, x: jax.Array, *, precision=None,
+          intermediates: dict[str, jax.Array] | None = None,
+          ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Convolutional part: (B, L, 4) -> (transformer input (B, T, D), skips).
+
+    ``skips[j]`` is the (un-pooled) output of res block R-1-j, the input of U-net stage j.
+    """
+    h = conv_dna(cfg, params, x, precision=precision)
+    if intermediates is not None:
+        intermediates["conv_dna"] = h
+    reprs = []
+    for i in range(len(cfg.res_filters)):
+        r = res_block(cfg, params, i, h, precision=precision)
+        reprs.append(r)
+        if intermediates is not None:
+            intermediates[f"res_tower/{i}"] = r
+        h = _max_pool2(r)
+    skips = tuple(reprs[-1 - j] for j in range(cfg.num_unet))
+    return h, skips
+
+
+def head_from_trunk(cfg: BorzoiConfig, params: Any, h: jax.Array,
+                    skips: tuple[jax.Array, ...], *, head: str | None = None, precision=None,
+                    intermediates: dict[str, jax.Array] | None = None) -> jax.Array:
+    """Transformer, U-net, crop, final conv and head: -> tracks (B, P, T)."""
+    head = head or cfg.head_names[0]
+    if intermediates is not None:
+        intermediates["transformer_in"] = h
+    for i in range(cfg.num_layers):
+        h = _transformer_layer(cfg, params["transformer"][str(i)], h, precision)
+        if intermediates is not None:
+            intermediates[f"transformer/{i}"] = h
+    for j in range(cfg.num_unet):
+        h = _unet_stage(cfg, params["unet"][str(j)], h, skips[j], precision)
+        if intermediates is not None:
+            intermediates[f"unet/{j}"] = h
+    c = cfg.crop_bins
+    if c:
+        h = h[:, c:-c]
+    if intermediates is not None:
+        intermediates["crop"] = h
+    if cfg.final_filters is not None:
+        p = params["final"]
+        h = _dense(_gelu(_batch_norm(h, p["norm"])), p["conv"]["kernel"], precision) \
+            + p["conv"]["bias"]
+    h = _gelu(h)  # baskerville's trunk activation, applied after every trunk block
+    if intermediates is not None:
+        intermediates["final"] = h
+    p = params["heads"][head]
+    return jax.nn.softplus(_dense(h, p["kernel"], precision) + p["bias"])
+
+
+def apply(cfg: BorzoiConfig, params: Any, x: jax.Array, *, head: str | None = None,
+          precision=None, return_intermediates: bool = False) -> dict[str, Any]:
+    """(B, L, 4) one-hot -> {"tracks": (B, P, T)} (+ "intermediates" when asked).
+
+    Pure in (params, x) for fixed keyword arguments: wrap with functools.partial, then
+    jax.jit / jax.vmap it.
+    """
+    if x.ndim != 3 or x.shape[1] != cfg.window_len or x.shape[2] != 4:
+        raise ValueError(f"Borzoi expects (B, {cfg.window_len}, 4) one-hot, got {x.shape}")
+    inter: dict[str, jax.Array] | None = {} if return_intermediates else None
+    h, skips = trunk(cfg, params, x, precision=precision, intermediates=inter)
+    tracks = head_from_trunk(cfg, params, h, skips, head=head, precision=precision,
+                             intermediates=inter)
+    out: dict[str, Any] = {"tracks": tracks}
+    if return_intermediates:
+        out["intermediates"] = inter
+    return out
+
+
+# ----------------------------------------------------------------------------- handle
+def config_from_checkpoint(ckpt: Checkpoint) -> BorzoiConfig:
+    try:
+        return BorzoiConfig.from_dict(ckpt.config)
+    except (TypeError, BorzoiConfigError) as e:
+        from veff.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{ckpt.path}: invalid Borzoi config ({e})") from None
+
+
+def from_checkpoint(ckpt: Checkpoint, *, head: str | None = None,
+                    window_len: int | None = None,
+                    precision=lax.Precision.HIGHEST) -> ModelHandle:
+    """Native "borzoi" checkpoint -> ModelHandle (kind "binned", {"tracks": (B, P, T)}).
+
+    ``head`` picks the output head (default: the config's first, "human" for Borzoi);
+    ``window_len`` runs the model on another valid window length (the crop per side is
+    kept; positional features follow the config's ``position_basis_length``).
+    """
+    from veff.checkpoint import CheckpointError
+    from veff.convert.common import match_params
+
+    if ckpt.arch != ARCH:
+        raise CheckpointError(f"{ckpt.path}: arch {ckpt.arch!r} is not {ARCH!r}")
+    cfg = config_from_checkpoint(ckpt)
+    if window_len is not None:
+        try:
+            cfg = dataclasses.replace(cfg, window_len=int(window_len))
+        except BorzoiConfigError as e:
+            raise CheckpointError(f"{ckpt.path}: {e}") from None
+    head = head or cfg.head_names[0]
+    if head not in cfg.head_names:
+        raise CheckpointError(f"{ckpt.path}: no head {head!r}; heads: {', '.join(cfg.head_names)}")
+    tree = unflatten(ckpt.params)
+    present = tuple(n for n in cfg.head_names if n in tree.get("heads", {}))
+    params, num_folds = match_params(param_shapes(cfg, present), tree, source=str(ckpt.path),
+                                     error=CheckpointError)
+    if head not in present:
+        raise CheckpointError(f"{ckpt.path}: head {head!r} has no weights in this checkpoint")
+    # keep only the chosen head on the device
+    params = {**{k: v for k, v in params.items() if k != "heads"},
+              "heads": {head: params["heads"][head]}}
+    params = jax.tree.map(jnp.asarray, params)
+    fn = functools.partial(apply, cfg, head=head, precision=precision)
+
+    def apply_fn(p, x):
+        return fn(p, x)
+
+    n = cfg.num_tracks(head)
+    # ckpt.tracks describe the default (first) head; other heads may list theirs in
+    # metadata["head_tracks"]; without either, tracks are numbered.
+    if head == cfg.head_names[0]:
+        tracks = list(ckpt.tracks)
+    else:
+        tracks = list((ckpt.metadata.get("head_tracks") or {}).get(head) or [])
+    if tracks and len(tracks) != n:
+        raise CheckpointError(f"{ckpt.path}: {len(tracks)} track descriptions for head "
+                              f"{head!r}, which has {n} outputs")
+    tracks = tracks or [{"name": f"{head}_{i}"} for i in range(n)]
+    name = ckpt.metadata.get("name") or (ckpt.path.name if ckpt.path else ARCH)
+    return ModelHandle(
+        name=name, arch=ARCH, kind="binned", window_len=cfg.window_len,
+        output_len=cfg.output_len, tracks=tracks, sha256=ckpt.sha256, params=params,
+        apply=apply_fn, num_folds=num_folds, bin_size=cfg.bin_size,
+    )
