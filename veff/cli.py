@@ -83,6 +83,21 @@ def check(variants, genome, ref_mismatch, max_indel_len):
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--center-bp", type=int, default=None, help="Binned models: centre mask width in bp for masked statistics.")
 @click.option("--chunk-size", type=int, default=None, help="Variants per resumable chunk (default ~1024).")
+@click.option("--shifts", default="0", show_default=True, help="Binned models: shift ensemble in bp, e.g. 0,-1,1.")
+@click.option("--untransform", type=click.Choice(["new", "legacy"]), default=None,
+              help="Binned models: undo Borzoi's target squashing (baskerville untransform_preds / _preds1).")
+@click.option("--peaks", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Profile models: narrowPeak set for the active-allele quantile statistics.")
+@click.option("--null-shuffles", type=int, default=0, show_default=True,
+              help="Profile models: dinucleotide shuffles per null variant for empirical p-values.")
+@click.option("--null-variants", type=int, default=1000, show_default=True, help="Ok rows that seed the null.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--devices", type=int, default=None, help="Use the first N local devices (default: all).")
+@click.option("--groups", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Track-group YAML for the consensus (default: accessibility group).")
+@click.option("--background-n", type=int, default=10_000, show_default=True,
+              help="Random SNVs per model for the consensus background (cached).")
+@click.option("--no-consensus", is_flag=True, help="Do not write consensus/ when several models are scored.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run: score only chunks not marked done.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @_REF_MISMATCH
@@ -90,7 +105,8 @@ def check(variants, genome, ref_mismatch, max_indel_len):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_one_line_errors
 def score(variants, genome, models, out, batch_size, no_rc, stats, precision, center_bp, chunk_size,
-          resume, overwrite, ref_mismatch, max_indel_len, quiet):
+          shifts, untransform, peaks, null_shuffles, null_variants, seed, devices, groups,
+          background_n, no_consensus, resume, overwrite, ref_mismatch, max_indel_len, quiet):
     """Score VARIANTS with one or more models into a Zarr store."""
     from veff.engine import ScoreOptions
     from veff.pipeline import RunSpec, default_chunk_size, run
@@ -102,6 +118,9 @@ def score(variants, genome, models, out, batch_size, no_rc, stats, precision, ce
         batch_size=batch_size,
         precision=precision,
         center_bp=center_bp,
+        devices=devices,
+        shifts=_int_list(shifts, "--shifts"),
+        untransform=untransform,
     )
     spec = RunSpec(
         variants=variants,
@@ -114,14 +133,29 @@ def score(variants, genome, models, out, batch_size, no_rc, stats, precision, ce
         overwrite=overwrite,
         ref_mismatch=ref_mismatch,
         max_indel_len=max_indel_len,
+        peaks=peaks,
+        null_shuffles=null_shuffles,
+        null_variants=null_variants,
+        seed=seed,
+        consensus=not no_consensus,
+        groups=groups,
+        background_n=background_n,
     )
     with progress_bar("scoring", disable=quiet) as update:
         result = run(spec, progress=update)
     click.echo(
         f"{result.out}: {result.num_variants} rows ({result.num_ok} ok), "
-        f"{result.chunks_scored} chunk(s) scored in {result.seconds:.1f} s",
+        f"{result.chunks_scored} chunk(s) scored in {result.seconds:.1f} s"
+        + (f"; consensus groups: {', '.join(result.consensus_groups)}" if result.consensus_groups else ""),
         err=True,
     )
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint=option) from None
 
 
 # ----------------------------------------------------------------------------- simulate

@@ -34,12 +34,18 @@ class ScoreOptions:
     precision: str = "fp32"
     center_bp: int | None = None  # binned models: centre mask for the masked statistics
     devices: int | None = None  # use the first N local devices (None: all)
+    shifts: tuple[int, ...] = (0,)  # binned models: shift ensemble in bp (content moves right)
+    untransform: str | None = None  # binned models: None, "new" or "legacy" (baskerville)
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if not self.shifts or len(set(self.shifts)) != len(self.shifts):
+            raise ValueError(f"shifts must be distinct and non-empty, got {self.shifts}")
+        if self.untransform not in (None, "new", "legacy"):
+            raise ValueError(f"untransform must be new or legacy, got {self.untransform!r}")
 
 
 def one_hot_device(tokens: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -49,6 +55,31 @@ def one_hot_device(tokens: jax.Array, dtype=jnp.float32) -> jax.Array:
 
 def reverse_complement_device(tokens: jax.Array) -> jax.Array:
     return jnp.asarray(_COMPLEMENT)[tokens.astype(jnp.int32)][..., ::-1]
+
+
+def shift_device(tokens: jax.Array, shift: int) -> jax.Array:
+    """Move window content right by ``shift`` bases (left when negative), filling with N."""
+    if shift == 0:
+        return tokens
+    pad = jnp.full((*tokens.shape[:-1], abs(shift)), 4, tokens.dtype)
+    if shift > 0:
+        return jnp.concatenate([pad, tokens[..., :-shift]], axis=-1)
+    return jnp.concatenate([tokens[..., -shift:], pad], axis=-1)
+
+
+def _compute_dtype_params(params, dtype):
+    """bf16 compute: cast floating parameters, except tables that must stay exact (Enformer's
+    TF gamma positional table), which the models upcast where they use them."""
+    if dtype == jnp.float32:
+        return params
+
+    def cast(path, a):
+        name = jax.tree_util.keystr(path)
+        if "gamma" in name and "tf" in name:
+            return a
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    return jax.tree_util.tree_map_with_path(cast, params)
 
 
 def _forward_alleles(handle: ModelHandle, params, ref_tok, alt_tok, rc: bool, dtype):
@@ -66,7 +97,11 @@ def _split(out: dict, num: int, b: int) -> list[dict]:
 
 
 class ModelScorer:
-    """Scores batches of ref/alt windows with one model; owns the compiled step."""
+    """Scores batches of ref/alt windows with one model; owns the compiled steps.
+
+    ``peak_counts``: predicted counts of a peak set (profile models; (N,) or (F, N) per fold)
+    that the active-allele-quantile statistics compare against.
+    """
 
     def __init__(
         self,
@@ -78,6 +113,11 @@ class ModelScorer:
         self.handle = handle
         self.options = options
         if handle.kind == "profile":
+            if options.shifts != (0,):
+                raise ScoringError(
+                    f"{handle.name}: shift ensembles apply to binned models; profile scores "
+                    "are defined on the centred window"
+                )
             self.stats, self.formulas, reduce = _profile_reducer(handle, options, peak_counts)
             self.track_names = [handle.name]
         elif handle.kind == "binned":
@@ -89,23 +129,26 @@ class ModelScorer:
         # Every step sees the same static batch shape, split evenly over the devices.
         self.step_size = sharding.padded_batch_size(options.batch_size, self.mesh)
         self.params = sharding.replicate(handle.params, self.mesh)
+        self.peaks = _peak_array(peak_counts, handle.num_folds)
         self._full_step = jax.jit(self._make_step(reduce, pair=False))
         self._pair_step = (
             jax.jit(self._make_step(reduce, pair=True)) if handle.apply_pair is not None else None
         )
 
     def _make_step(self, reduce: Callable, *, pair: bool) -> Callable:
-        handle, rc = self.handle, self.options.rc
+        handle, rc, shifts = self.handle, self.options.rc, self.options.shifts
         dtype = jnp.bfloat16 if self.options.precision == "bf16" else jnp.float32
         L = handle.window_len
-        center, rc_center = L // 2, L - 1 - L // 2
 
-        def full(params, ref_tok, alt_tok):
+        def full(params, ref_tok, alt_tok, shift):
+            ref_tok, alt_tok = shift_device(ref_tok, shift), shift_device(alt_tok, shift)
             out = _forward_alleles(handle, params, ref_tok, alt_tok, rc, dtype)
             return _split(out, 4 if rc else 2, ref_tok.shape[0])
 
-        def incremental(params, ref_tok, alt_tok):
+        def incremental(params, ref_tok, alt_tok, shift):
             # REF in full, ALT only where the substituted base reaches (exact)
+            ref_tok, alt_tok = shift_device(ref_tok, shift), shift_device(alt_tok, shift)
+            center = L // 2 + shift
             parts = list(handle.apply_pair(
                 params, one_hot_device(ref_tok, dtype), one_hot_device(alt_tok, dtype), center
             ))
@@ -114,21 +157,31 @@ class ModelScorer:
                     params,
                     one_hot_device(reverse_complement_device(ref_tok), dtype),
                     one_hot_device(reverse_complement_device(alt_tok), dtype),
-                    rc_center,
+                    L - 1 - center,
                 )
             return [jax.tree.map(lambda a: a.astype(jnp.float32), q) for q in parts]
 
         forward = incremental if pair else full
 
-        def one_fold(params, ref_tok, alt_tok, ref_len, alt_len):
-            return reduce(forward(params, ref_tok, alt_tok), ref_len, alt_len)
+        def one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len):
+            params = _compute_dtype_params(params, dtype)
+            per_shift = [
+                reduce(forward(params, ref_tok, alt_tok, s), ref_len, alt_len, s, peaks)
+                for s in shifts
+            ]
+            if len(per_shift) == 1:
+                return per_shift[0]
+            # baskerville's order: statistics per shift, then their mean
+            return jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *per_shift)
 
-        def step(params, ref_tok, alt_tok, ref_len, alt_len):
+        def step(params, peaks, ref_tok, alt_tok, ref_len, alt_len):
             if handle.num_folds == 1:
-                return one_fold(params, ref_tok, alt_tok, ref_len, alt_len)
-            per_fold = jax.vmap(one_fold, in_axes=(0, None, None, None, None))(
-                params, ref_tok, alt_tok, ref_len, alt_len
+                return one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len)
+            peak_axis = None if peaks is None else 0
+            per_fold = jax.vmap(one_fold, in_axes=(0, peak_axis, None, None, None, None))(
+                params, peaks, ref_tok, alt_tok, ref_len, alt_len
             )
+            # fold ensemble: the mean of per-fold scores (variant-scorer's summary)
             return jax.tree.map(lambda a: a.mean(axis=0), per_fold)
 
         return step
@@ -158,10 +211,21 @@ class ModelScorer:
             stop = min(start + bs, n)
             args = sharding.shard_batch(_padded_args(windows, start, stop, bs), self.mesh)
             # Dispatch is asynchronous: queue every step before reading any result back.
-            pending.append(step(self.params, *args))
+            pending.append(step(self.params, self.peaks, *args))
             spans.append(stop - start)
         pieces = [{k: np.asarray(v)[:m] for k, v in p.items()} for p, m in zip(pending, spans)]
         return {k: np.concatenate([p[k] for p in pieces]) for k in self.stats}
+
+
+def _peak_array(peak_counts: np.ndarray | None, num_folds: int) -> jax.Array | None:
+    """Sorted peak counts, (N,) or (F, N) with one row per fold."""
+    if peak_counts is None:
+        return None
+    peaks = np.sort(np.asarray(peak_counts, np.float32), axis=-1)
+    expected = 2 if num_folds > 1 else 1
+    if peaks.ndim != expected or (num_folds > 1 and peaks.shape[0] != num_folds):
+        raise ScoringError(f"peak counts of shape {peaks.shape} for {num_folds} fold(s)")
+    return jnp.asarray(peaks)
 
 
 def _take(w: WindowBatch, rows: np.ndarray) -> WindowBatch:
@@ -191,9 +255,7 @@ def _profile_reducer(handle: ModelHandle, options: ScoreOptions, peak_counts):
         s for s, info in profile.STAT_INFO.items() if peak_counts is not None or not info.needs_peaks
     ]
     stats = _select(options.stats, available, handle.name, profile.STAT_INFO)
-    sorted_peaks = None if peak_counts is None else jnp.asarray(np.sort(peak_counts))
-
-    def reduce(parts: list[dict], ref_len, alt_len) -> dict[str, Any]:
+    def reduce(parts: list[dict], ref_len, alt_len, shift, sorted_peaks) -> dict[str, Any]:
         if len(parts) == 4:
             ref = profile.rc_average(parts[0], parts[2])
             alt = profile.rc_average(parts[1], parts[3])
@@ -214,13 +276,19 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
         [t.get("strand_pair", i) for i, t in enumerate(handle.tracks)], dtype=jnp.int32
     )
 
-    def reduce(parts: list[dict], ref_len, alt_len) -> dict[str, Any]:
-        ref, alt = parts[0]["tracks"], parts[1]["tracks"]
+    def prepare(pred):
+        if options.untransform is None:
+            return pred
+        return tracks.untransform(pred, handle.tracks, legacy=options.untransform == "legacy")
+
+    def reduce(parts: list[dict], ref_len, alt_len, shift, peaks) -> dict[str, Any]:
+        ref, alt = prepare(parts[0]["tracks"]), prepare(parts[1]["tracks"])
         if len(parts) == 4:
-            ref = 0.5 * (ref + tracks.rc_unflip(parts[2]["tracks"], strand_pair))
-            alt = 0.5 * (alt + tracks.rc_unflip(parts[3]["tracks"], strand_pair))
+            ref = 0.5 * (ref + tracks.rc_unflip(prepare(parts[2]["tracks"]), strand_pair))
+            alt = 0.5 * (alt + tracks.rc_unflip(prepare(parts[3]["tracks"]), strand_pair))
         return tracks.compute_track_stats(
-            ref, alt, specs, bin_size=handle.bin_size, window_len=handle.window_len
+            ref, alt, specs, bin_size=handle.bin_size, window_len=handle.window_len,
+            shift_bp=shift,
         )
 
     return [s.name for s in specs], {s.name: s.formula for s in specs}, reduce

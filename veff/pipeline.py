@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from veff import __version__
+from veff.calibration import pvalue_stats, pvalues
 from veff.engine import ModelScorer, ScoreOptions
 from veff.io.genome import Genome
 from veff.io.vcf import read_variants
@@ -38,13 +39,21 @@ class RunSpec:
     overwrite: bool = False
     ref_mismatch: str = "skip"
     max_indel_len: int = 50
-    peaks: str | None = None
+    peaks: str | None = None  # profile models: peak set for the active-allele quantile
+    null_shuffles: int = 0  # profile models: shuffles per null variant (0: no p-values)
+    null_variants: int = 1000  # at most this many ok rows seed the shuffled null
+    seed: int = 0
+    consensus: bool = True  # with ≥ 2 models, write consensus/ after scoring
+    groups: str | None = None  # track-group YAML for the consensus
+    background_n: int = 10_000  # random SNVs per model for the consensus background
 
     def __post_init__(self):
         if not self.models:
             raise ValueError("at least one --model is needed")
         if self.chunk_size < 1:
             raise ValueError("chunk size must be ≥ 1")
+        if self.null_shuffles < 0 or self.null_variants < 1:
+            raise ValueError("--null-shuffles must be ≥ 0 and the null needs ≥ 1 variant")
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -60,6 +69,7 @@ class RunResult:
     num_ok: int
     chunks_scored: int
     seconds: float
+    consensus_groups: tuple[str, ...] = ()
 
 
 ProgressFn = Callable[[int, int], None]  # (rows done in this call, rows total)
@@ -74,6 +84,56 @@ def load_handles(specs: Sequence[str]) -> list[ModelHandle]:
     if dupes:
         raise StoreError(f"two --model arguments share the name {dupes[0]!r}; rename one checkpoint")
     return handles
+
+
+def stats_for(handle: ModelHandle, requested: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The requested statistics that apply to this model's kind (None: its defaults)."""
+    if requested is None:
+        return None
+    if handle.kind == "profile":
+        from veff.scoring.profile import STAT_INFO
+
+        return tuple(s for s in requested if s in STAT_INFO)
+    from veff.scoring.tracks import ScoreSpec
+
+    def is_track_stat(s: str) -> bool:
+        try:
+            ScoreSpec.parse(s)
+        except ValueError:
+            return False
+        return True
+
+    return tuple(s for s in requested if is_track_stat(s))
+
+
+def build_scorers(spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle]) -> list[ModelScorer]:
+    """One scorer per model; with several model kinds, each takes the requested statistics
+    that apply to it, and a statistic that applies to none is an error."""
+    from veff.calibration import predict_peak_counts
+    from veff.engine import ScoringError
+
+    requested = spec.options.stats
+    if requested is not None:
+        used = {s for h in handles for s in stats_for(h, requested)}
+        unknown = [s for s in requested if s not in used]
+        if unknown:
+            raise ScoringError(
+                f"unknown statistic(s) {', '.join(unknown)} for the model(s) given; "
+                "see docs/scores_profile.md and docs/scores_tracks.md"
+            )
+    scorers = []
+    for h in handles:
+        stats = stats_for(h, requested)
+        if stats == ():
+            raise ScoringError(f"none of --stats {','.join(requested)} applies to model {h.name}")
+        options = dataclasses.replace(spec.options, stats=stats)
+        if h.kind == "profile":  # shifts and untransform are binned-model options
+            options = dataclasses.replace(options, shifts=(0,), untransform=None)
+        peaks = None
+        if spec.peaks is not None and h.kind == "profile":
+            peaks = predict_peak_counts(h, genome, spec.peaks, rc=options.rc, batch_size=options.batch_size)
+        scorers.append(ModelScorer(h, options, peak_counts=peaks))
+    return scorers
 
 
 def _model_attrs(h: ModelHandle) -> dict[str, Any]:
@@ -113,13 +173,68 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
         overwrite=spec.overwrite,
     )
     for s in scorers:
+        stats = dict(s.formulas)
+        if spec.null_shuffles and s.handle.kind == "profile":
+            for name in pvalue_stats(s.stats):
+                stats[f"{name}_pval"] = (
+                    f"empirical p-value of {name} against {spec.null_shuffles} dinucleotide-"
+                    f"shuffled flanks per null variant ({profile_tail(name)} tail; variant-scorer get_pvals)"
+                )
         store.add_model(
             s.handle.name,
             tracks=s.track_names,
-            stats=s.formulas,
+            stats=stats,
             attrs=_model_attrs(s.handle),
+            track_meta=_track_meta(s),
         )
+        if s.peaks is not None:
+            store.write_model_array(s.handle.name, "peak_counts", np.asarray(s.peaks),
+                                    ["fold", "peak"] if s.peaks.ndim == 2 else ["peak"],
+                                    {"meaning": "sorted RC-averaged predicted counts of the --peaks set"})
+    if spec.null_shuffles:
+        _write_nulls(spec, store, genome, scorers)
     return store
+
+
+def _track_meta(s: ModelScorer) -> dict[str, list]:
+    if s.handle.kind != "binned":
+        return {}
+    meta: dict[str, list] = {}
+    tracks = s.handle.tracks
+    if any("description" in t for t in tracks):
+        meta["description"] = [str(t.get("description", "")) for t in tracks]
+    if any("strand_pair" in t for t in tracks):
+        meta["strand_pair"] = [int(t.get("strand_pair", i)) for i, t in enumerate(tracks)]
+    return meta
+
+
+def _write_nulls(spec: RunSpec, store: Store, genome: Genome, scorers: list[ModelScorer]) -> None:
+    from veff.calibration import shuffled_null
+
+    status = store.root["variants"]["status"][:]
+    ok = np.flatnonzero(status == "ok")
+    if len(ok) > spec.null_variants:
+        rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0x6E756C6C]))
+        ok = np.sort(rng.choice(ok, size=spec.null_variants, replace=False))
+    variants = store.read_variant_rows(ok)
+    for s in scorers:
+        if s.handle.kind != "profile" or not len(ok):
+            continue
+        null = shuffled_null(s, genome, variants, ok, num_shuffles=spec.null_shuffles, seed=spec.seed)
+        for stat in pvalue_stats(s.stats):
+            store.write_model_array(s.handle.name, f"null_{stat}", null[stat], ["null", "track"],
+                                    {"meaning": f"{stat} of the shuffled null (pooled)"})
+
+
+def load_nulls(store: Store, scorer: ModelScorer) -> dict[str, np.ndarray] | None:
+    if scorer.handle.kind != "profile":
+        return None
+    found = {}
+    for stat in pvalue_stats(scorer.stats):
+        arr = store.read_model_array(scorer.handle.name, f"null_{stat}")
+        if arr is not None:
+            found[stat] = arr
+    return found or None
 
 
 def _windows_for_chunk(
@@ -139,6 +254,7 @@ def score_chunks(
 ) -> None:
     """Score ``chunks`` for every model, writing each chunk then marking it done."""
     lengths = [s.handle.window_len for s in scorers]
+    nulls = {s.handle.name: load_nulls(store, s) for s in scorers}
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="veff-windows") as pool:
         pending = [pool.submit(_windows_for_chunk, store, genome, c, lengths) for c in chunks[:2]]
         for i, chunk in enumerate(chunks):
@@ -149,6 +265,8 @@ def score_chunks(
             for s in scorers:
                 wb = windows[s.handle.window_len]
                 scores = s.score(wb)
+                if nulls[s.handle.name] is not None:
+                    scores.update(pvalues(scores, nulls[s.handle.name]))
                 for values in scores.values():
                     values[~ok] = np.nan
                 store.write_scores(s.handle.name, start, scores, wb.padded & ok)
@@ -161,7 +279,7 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
     t0 = time.perf_counter()
     genome = Genome(spec.genome)
     handles = load_handles(spec.models)
-    scorers = [ModelScorer(h, spec.options) for h in handles]
+    scorers = build_scorers(spec, genome, handles)
     store = open_or_create(spec, genome, scorers)
     try:
         todo = store.pending_chunks()
@@ -169,15 +287,32 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
         store.finalize()
         status = store.root["variants"]["status"][:]
         num_ok = int(np.sum(status == "ok"))
-        return RunResult(
-            out=Path(spec.out),
-            num_variants=store.num_variants,
-            num_ok=num_ok,
-            chunks_scored=len(todo),
-            seconds=time.perf_counter() - t0,
-        )
+        num_variants = store.num_variants
     finally:
         store.close()
+    groups: list[str] = []
+    if spec.consensus and len(handles) >= 2:
+        from veff.backgrounds import BackgroundSpec
+        from veff.consensus import write_consensus
+
+        groups = write_consensus(
+            spec.out, groups_yaml=spec.groups, genome=spec.genome,
+            background=BackgroundSpec(num=spec.background_n, seed=spec.seed),
+        )
+    return RunResult(
+        out=Path(spec.out),
+        num_variants=num_variants,
+        num_ok=num_ok,
+        chunks_scored=len(todo),
+        seconds=time.perf_counter() - t0,
+        consensus_groups=tuple(groups),
+    )
+
+
+def profile_tail(stat: str) -> str:
+    from veff.scoring.profile import STAT_INFO
+
+    return {"two": "two-sided", "right": "right"}[STAT_INFO[stat].tail]
 
 
 def default_chunk_size(batch_size: int) -> int:

@@ -213,15 +213,24 @@ class Store:
         tracks: list[str],
         stats: dict[str, str],
         attrs: dict[str, Any],
+        track_meta: dict[str, list] | None = None,
     ) -> None:
         """Create ``scores/<name>/`` with one NaN-filled (variant, track) array per statistic.
 
-        ``stats`` maps statistic name -> formula text (kept in the array's attrs).
+        ``stats`` maps statistic name -> formula text (kept in the array's attrs);
+        ``track_meta`` adds per-track columns (description, strand_pair, ...) along ``track``.
         """
         n, c = self.num_variants, self.chunk_size
         group = self.root.require_group("scores").create_group(name)
         track = group.create_array("track", shape=(len(tracks),), dtype=str, dimension_names=["track"])
         track[:] = np.array(tracks, dtype=object)
+        for key, column in (track_meta or {}).items():
+            values = np.array(column, dtype=object if isinstance(column[0], str) else None)
+            col = group.create_array(
+                f"track_{key}", shape=(len(tracks),), dtype=str if values.dtype == object else values.dtype,
+                dimension_names=["track"],
+            )
+            col[:] = values
         for stat, formula in stats.items():
             arr = group.create_array(
                 stat,
@@ -238,6 +247,31 @@ class Store:
         padded.attrs["meaning"] = "the model's window ran past a contig end and was padded with N"
         group.attrs.update({"model": name, **attrs, "statistics": list(stats)})
         self.root.attrs["models"] = [*self.root.attrs["models"], name]
+
+    def write_model_array(
+        self, model: str, name: str, values: np.ndarray, dims: list[str], attrs: dict | None = None
+    ) -> None:
+        """An extra array in ``scores/<model>/`` (peak counts, the shuffled null, ...)."""
+        values = np.asarray(values)
+        arr = self.root["scores"][model].create_array(
+            name, shape=values.shape, dtype=values.dtype, dimension_names=dims, overwrite=True
+        )
+        arr[...] = values
+        arr.attrs.update(attrs or {})
+
+    def read_model_array(self, model: str, name: str) -> np.ndarray | None:
+        group = self.root["scores"][model]
+        return np.asarray(group[name][...]) if name in group else None
+
+    def read_variant_rows(self, rows: np.ndarray) -> list[Variant]:
+        """Variants at sorted row indices, reading one chunk at a time."""
+        out: list[Variant] = []
+        rows = np.asarray(rows, dtype=np.int64)
+        for chunk in np.unique(rows // self.chunk_size):
+            start, stop = self.chunk_range(int(chunk))
+            block = self.read_variants(start, stop)
+            out.extend(block[r - start] for r in rows[(rows >= start) & (rows < stop)])
+        return out
 
     def model_names(self) -> list[str]:
         return list(self.root.attrs["models"])
