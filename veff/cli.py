@@ -13,8 +13,24 @@ import sys
 import click
 
 
+_EXTRAS = {"h5py": "convert", "pandas": "export", "pyarrow": "export", "dask": "cluster",
+           "distributed": "cluster", "dask_jobqueue": "cluster", "torch": "test"}
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        root = exc.name.split(".")[0]
+        extra = _EXTRAS.get(root)
+        hint = f"pip install 'veff[{extra}]'" if extra else f"pip install {root}"
+        return f"this needs the optional package {root}; install it with {hint}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError, ValueError)):
+        return True
+    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in _EXTRAS:
         return True
     # Every exception class veff defines describes bad input, not a bug.
     return type(exc).__module__.startswith("veff.") and isinstance(exc, Exception)
@@ -30,8 +46,7 @@ def _one_line_errors(fn):
         except Exception as exc:  # noqa: BLE001 - filtered right below
             if not _is_user_error(exc) or os.environ.get("VEFF_DEBUG"):
                 raise
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"veff: error: {msg}", err=True)
+            click.echo(f"veff: error: {_message(exc)}", err=True)
             sys.exit(2)
 
     return wrapper
@@ -211,6 +226,118 @@ def models():
     click.echo(f"{'name':24} {'arch':12} {'window':>8} {'tracks':>7}  path")
     for r in rows:
         click.echo(f"{r['name']:24} {r['arch']:12} {r['window']:>8} {r['tracks']:>7}  {r['path']}")
+
+
+# ----------------------------------------------------------------------------- demo, report, export
+@main.command()
+@click.option("--out", "out_dir", default="veff_demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_one_line_errors
+def demo(out_dir, quiet):
+    """Run the whole main job on the shipped demo genome, VCF and models."""
+    from veff.demo import run_demo
+    from veff.progress import progress_bar
+
+    with progress_bar("demo", disable=quiet) as update:
+        result = run_demo(out_dir, progress=update)
+    r = result.run
+    click.echo(f"scored {r.num_variants} rows ({r.num_ok} ok) with 2 models in {r.seconds:.1f} s")
+    click.echo(f"store   {result.store}")
+    click.echo(f"report  {result.report}")
+    click.echo(f"table   {result.table}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--genome", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="With --model: add REF/ALT prediction panels for the top variants.")
+@click.option("--model", "models", multiple=True, help="Checkpoints for the prediction panels.")
+@click.option("--top", type=int, default=25, show_default=True)
+@_one_line_errors
+def report(store, out, genome, models, top):
+    """Write a self-contained HTML report of a store (consensus, agreement, top variants)."""
+    from veff.report import write_report
+
+    path = write_report(store, out, genome=genome, models=list(models) or None, top_n=top)
+    click.echo(f"wrote {path}")
+
+
+@main.command("export")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", required=True, type=click.Choice(["tsv", "parquet", "polyfun", "vcf"]))
+@click.option("--out", required=True, type=click.Path(), help="File (polyfun: prefix for PATH.<chrom>.annot.parquet).")
+@click.option("--wide", is_flag=True, help="tsv/parquet: one row per variant instead of one per score.")
+@_one_line_errors
+def export_cmd(store, fmt, out, wide):
+    """Export scores for fine-mapping and annotation tools."""
+    from veff.export import export
+
+    for path in export(store, fmt, out, wide=wide):
+        click.echo(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- train, predict
+@main.group()
+def train():
+    """Train models."""
+
+
+@train.command("chrombpnet")
+@click.option("--genome", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--signal", required=True, type=click.Path(exists=True, dir_okay=False), help="bigWig of cut counts or fragments file.")
+@click.option("--peaks", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--nonpeaks", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--filters", type=int, default=512, show_default=True)
+@click.option("--n-layers", type=int, default=8, show_default=True)
+@click.option("--bias-filters", type=int, default=128, show_default=True)
+@click.option("--bias-n-layers", type=int, default=4, show_default=True)
+@click.option("--input-len", type=int, default=2114, show_default=True)
+@click.option("--output-len", type=int, default=1000, show_default=True)
+@click.option("--epochs", type=int, default=50, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--valid-contigs", default=None, help="Comma-separated (default chromBPNet fold 0: chr8,chr20).")
+@click.option("--test-contigs", default=None, help="Comma-separated (default chr1,chr3,chr6).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+@_one_line_errors
+def train_chrombpnet_cmd(genome, signal, peaks, nonpeaks, out, filters, n_layers, bias_filters,
+                         bias_n_layers, input_len, output_len, epochs, batch_size, lr,
+                         valid_contigs, test_contigs, seed, quiet):
+    """Train a bias model, then the bias-corrected accessibility model (chromBPNet recipe)."""
+    from veff.train import TrainConfig, train_chrombpnet
+
+    split = {}
+    if valid_contigs:
+        split["valid_contigs"] = tuple(c for c in valid_contigs.split(",") if c)
+    if test_contigs:
+        split["test_contigs"] = tuple(c for c in test_contigs.split(",") if c)
+    config = TrainConfig(filters=filters, n_layers=n_layers, bias_filters=bias_filters,
+                         bias_n_layers=bias_n_layers, input_len=input_len, output_len=output_len,
+                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, **split)
+    result = train_chrombpnet(genome, signal, peaks, nonpeaks, out, config=config,
+                              command=" ".join(["veff", *sys.argv[1:]]), progress=not quiet)
+    click.echo(f"bias    {result.bias_dir}\nnobias  {result.nobias_dir}\nfull    {result.full_dir}")
+
+
+@main.command()
+@click.argument("regions", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", required=True, help="chromBPNet checkpoint (nobias, or full: bias is removed).")
+@click.option("--genome", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="bigWig to write.")
+@click.option("--no-rc", is_flag=True)
+@click.option("--with-bias", is_flag=True, help="Keep the bias model of a full checkpoint (observed-signal prediction).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@_one_line_errors
+def predict(regions, model, genome, out, no_rc, with_bias, batch_size):
+    """Bias-corrected per-base accessibility profiles for REGIONS (BED/narrowPeak) as bigWig."""
+    from veff.predict import predict_profiles
+
+    predict_profiles(model, genome, regions, out, rc=not no_rc, batch_size=batch_size,
+                     bias_corrected=not with_bias)
+    click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover
