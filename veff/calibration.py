@@ -72,13 +72,16 @@ def shuffled_null(
     num_shuffles: int,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    """Scores of ``num_shuffles`` dinucleotide-shuffled window pairs per row: {stat: (N, T)}.
+    """Scores of ``num_shuffles`` dinucleotide-shuffled window pairs per variant:
+    {stat: (N, T)}. ``variants[i]`` is the store's row ``rows[i]``.
 
     Each variant's shuffles depend only on (seed, its row index), so the null is the same
     whatever the batch size or the number of devices.
     """
     L = scorer.handle.window_len
-    chosen = [variants[i] for i in rows]
+    chosen = list(variants)
+    if len(chosen) != len(rows):
+        raise ValueError("shuffled_null: one row index per variant")
     out: dict[str, list[np.ndarray]] = {s: [] for s in scorer.stats}
     for start in range(0, len(chosen), 256):
         part = chosen[start : start + 256]

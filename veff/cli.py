@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from veff.cli_cluster import cluster_option as _cluster_option
+
 
 _EXTRAS = {"h5py": "convert", "pandas": "export", "pyarrow": "export", "dask": "cluster",
            "distributed": "cluster", "dask_jobqueue": "cluster", "torch": "test"}
@@ -87,45 +89,51 @@ def check(variants, genome, ref_mismatch, max_indel_len):
 
 
 # ----------------------------------------------------------------------------- score
-@main.command()
-@click.argument("variants", type=click.Path(dir_okay=False))
-@click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped).")
-@click.option("--model", "models", multiple=True, required=True, help="Checkpoint directory or registered name; repeat for several.")
-@click.option("--out", required=True, type=click.Path(), help="Output Zarr store.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement).")
-@click.option("--stats", default=None, help="Comma-separated statistics (default: all that apply).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-@click.option("--center-bp", type=int, default=None, help="Binned models: centre mask width in bp for masked statistics.")
-@click.option("--chunk-size", type=int, default=None, help="Variants per resumable chunk (default ~1024).")
-@click.option("--shifts", default="0", show_default=True, help="Binned models: shift ensemble in bp, e.g. 0,-1,1.")
-@click.option("--untransform", type=click.Choice(["new", "legacy"]), default=None,
-              help="Binned models: undo Borzoi's target squashing (baskerville untransform_preds / _preds1).")
-@click.option("--peaks", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Profile models: narrowPeak set for the active-allele quantile statistics.")
-@click.option("--null-shuffles", type=int, default=0, show_default=True,
-              help="Profile models: dinucleotide shuffles per null variant for empirical p-values.")
-@click.option("--null-variants", type=int, default=1000, show_default=True, help="Ok rows that seed the null.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--devices", type=int, default=None, help="Use the first N local devices (default: all).")
-@click.option("--groups", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Track-group YAML for the consensus (default: accessibility group).")
-@click.option("--background-n", type=int, default=10_000, show_default=True,
-              help="Random SNVs per model for the consensus background (cached).")
-@click.option("--no-consensus", is_flag=True, help="Do not write consensus/ when several models are scored.")
-@click.option("--resume", is_flag=True, help="Finish an interrupted run: score only chunks not marked done.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
-@_REF_MISMATCH
-@_MAX_INDEL
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_one_line_errors
-def score(variants, genome, models, out, batch_size, no_rc, stats, precision, center_bp, chunk_size,
-          shifts, untransform, peaks, null_shuffles, null_variants, seed, devices, groups,
-          background_n, no_consensus, resume, overwrite, ref_mismatch, max_indel_len, quiet):
-    """Score VARIANTS with one or more models into a Zarr store."""
+_RUN_OPTIONS = [
+    click.argument("variants", type=click.Path(dir_okay=False)),
+    click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped)."),
+    click.option("--model", "models", multiple=True, required=True, help="Checkpoint directory or registered name; repeat for several."),
+    click.option("--out", required=True, type=click.Path(), help="Output Zarr store."),
+    click.option("--batch-size", type=int, default=64, show_default=True),
+    click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement)."),
+    click.option("--stats", default=None, help="Comma-separated statistics (default: all that apply)."),
+    click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True),
+    click.option("--center-bp", type=int, default=None, help="Binned models: centre mask width in bp for masked statistics."),
+    click.option("--chunk-size", type=int, default=None, help="Variants per resumable chunk (default ~1024)."),
+    click.option("--shifts", default="0", show_default=True, help="Binned models: shift ensemble in bp, e.g. 0,-1,1."),
+    click.option("--untransform", type=click.Choice(["new", "legacy"]), default=None,
+                 help="Binned models: undo Borzoi's target squashing (baskerville untransform_preds / _preds1)."),
+    click.option("--peaks", default=None, type=click.Path(exists=True, dir_okay=False),
+                 help="Profile models: narrowPeak set for the active-allele quantile statistics."),
+    click.option("--null-shuffles", type=int, default=0, show_default=True,
+                 help="Profile models: dinucleotide shuffles per null variant for empirical p-values."),
+    click.option("--null-variants", type=int, default=1000, show_default=True, help="Ok rows that seed the null."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--devices", type=int, default=None, help="Use the first N local devices (default: all)."),
+    click.option("--groups", default=None, type=click.Path(exists=True, dir_okay=False),
+                 help="Track-group YAML for the consensus (default: accessibility group)."),
+    click.option("--background-n", type=int, default=10_000, show_default=True,
+                 help="Random SNVs per model for the consensus background (cached)."),
+    click.option("--no-consensus", is_flag=True, help="Do not write consensus/ when several models are scored."),
+    click.option("--overwrite", is_flag=True, help="Replace an existing store."),
+    _REF_MISMATCH,
+    _MAX_INDEL,
+]
+
+
+def run_options(fn):
+    """The options that define a scoring run (shared by `score` and `plan`)."""
+    for decorator in reversed(_RUN_OPTIONS):
+        fn = decorator(fn)
+    return fn
+
+
+def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats, precision,
+                      center_bp, chunk_size, shifts, untransform, peaks, null_shuffles,
+                      null_variants, seed, devices, groups, background_n, no_consensus,
+                      overwrite, ref_mismatch, max_indel_len, resume=False):
     from veff.engine import ScoreOptions
-    from veff.pipeline import RunSpec, default_chunk_size, run
-    from veff.progress import progress_bar
+    from veff.pipeline import RunSpec, default_chunk_size
 
     options = ScoreOptions(
         stats=tuple(s.strip() for s in stats.split(",") if s.strip()) if stats else None,
@@ -137,7 +145,7 @@ def score(variants, genome, models, out, batch_size, no_rc, stats, precision, ce
         shifts=_int_list(shifts, "--shifts"),
         untransform=untransform,
     )
-    spec = RunSpec(
+    return RunSpec(
         variants=variants,
         genome=genome,
         models=tuple(models),
@@ -156,8 +164,27 @@ def score(variants, genome, models, out, batch_size, no_rc, stats, precision, ce
         groups=groups,
         background_n=background_n,
     )
+
+
+@main.command()
+@run_options
+@click.option("--resume", is_flag=True, help="Finish an interrupted run: score only chunks not marked done.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_cluster_option
+@_one_line_errors
+def score(quiet, cluster, **options):
+    """Score VARIANTS with one or more models into a Zarr store."""
+    from veff.pipeline import run
+    from veff.progress import progress_bar
+
+    spec = spec_from_options(**options)
     with progress_bar("scoring", disable=quiet) as update:
-        result = run(spec, progress=update)
+        if cluster is not None:
+            from veff.cli_cluster import run_on_cluster
+
+            result = run_on_cluster(spec, cluster, progress=update)
+        else:
+            result = run(spec, progress=update)
     click.echo(
         f"{result.out}: {result.num_variants} rows ({result.num_ok} ok), "
         f"{result.chunks_scored} chunk(s) scored in {result.seconds:.1f} s"
@@ -214,11 +241,30 @@ def convert(sources, fmt, out, name, params_json, targets):
 
 
 @main.command()
+@click.argument("name")
+@click.option("--offline", is_flag=True, default=None, help="Use only the local Hugging Face cache.")
+@click.option("--force", is_flag=True, help="Convert again even if up to date.")
 @_one_line_errors
-def models():
+def fetch(name, offline, force):
+    """Download a known model (see `veff models --known`) and convert it into the models dir."""
+    from veff.fetch import fetch as do_fetch
+
+    click.echo(str(do_fetch(name, offline=offline, force=force)))
+
+
+@main.command()
+@click.option("--known", is_flag=True, help="List the public models `veff fetch` knows instead.")
+@_one_line_errors
+def models(known):
     """List converted and registered models."""
     from veff.models.registry import list_models
 
+    if known:
+        from veff.fetch import list_known
+
+        for k in list_known():
+            click.echo(f"{k['name']:16} {k['format']:18} {k['repo_id']}@{k['revision'][:12]}  {k['license']}")
+        return
     rows = list_models()
     if not rows:
         click.echo("no models registered (set VEFF_MODELS to a directory of converted checkpoints)")
@@ -339,6 +385,10 @@ def predict(regions, model, genome, out, no_rc, with_bias, batch_size):
                      bias_corrected=not with_bias)
     click.echo(f"wrote {out}")
 
+
+from veff.cli_cluster import register as _register_cluster_commands  # noqa: E402
+
+_register_cluster_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -106,9 +106,15 @@ def stats_for(handle: ModelHandle, requested: tuple[str, ...] | None) -> tuple[s
     return tuple(s for s in requested if is_track_stat(s))
 
 
-def build_scorers(spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle]) -> list[ModelScorer]:
+def build_scorers(
+    spec: RunSpec,
+    genome: Genome,
+    handles: Sequence[ModelHandle],
+    peak_counts: dict[str, np.ndarray] | None = None,
+) -> list[ModelScorer]:
     """One scorer per model; with several model kinds, each takes the requested statistics
-    that apply to it, and a statistic that applies to none is an error."""
+    that apply to it, and a statistic that applies to none is an error. ``peak_counts``
+    (model name -> counts) replaces predicting them from ``spec.peaks``."""
     from veff.calibration import predict_peak_counts
     from veff.engine import ScoringError
 
@@ -129,11 +135,36 @@ def build_scorers(spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle])
         options = dataclasses.replace(spec.options, stats=stats)
         if h.kind == "profile":  # shifts and untransform are binned-model options
             options = dataclasses.replace(options, shifts=(0,), untransform=None)
-        peaks = None
-        if spec.peaks is not None and h.kind == "profile":
+        peaks = (peak_counts or {}).get(h.name)
+        if peaks is None and spec.peaks is not None and h.kind == "profile":
             peaks = predict_peak_counts(h, genome, spec.peaks, rc=options.rc, batch_size=options.batch_size)
         scorers.append(ModelScorer(h, options, peak_counts=peaks))
     return scorers
+
+
+def check_models(store: Store, names: list[str], shas: list[str]) -> None:
+    """Refuse to write a store with models other than the ones it was created with."""
+    stored = store.model_names()
+    stored_shas = [store.root["scores"][m].attrs["checkpoint_sha256"] for m in stored]
+    if names != stored or shas != stored_shas:
+        raise StoreError(
+            f"{store.path} was created with models {stored}; the checkpoints now load as "
+            f"{names} and differ (changed on disk since `veff plan`?)"
+        )
+
+
+def scorers_for_store(
+    store: Store, spec: RunSpec, genome: Genome, handles: list[ModelHandle]
+) -> list[ModelScorer]:
+    """``pipeline.build_scorers`` for a store that exists: the models must be the ones it
+    was created with, and peak counts (``--peaks``) are the store's copy, never recomputed,
+    so every writer scores against the same numbers."""
+    check_models(store, [h.name for h in handles], [h.sha256 for h in handles])
+    stored = {h.name: store.read_model_array(h.name, "peak_counts") for h in handles}
+    stored = {k: v for k, v in stored.items() if v is not None}
+    if not stored:
+        return build_scorers(dataclasses.replace(spec, peaks=None), genome, handles)
+    return build_scorers(spec, genome, handles, peak_counts=stored)
 
 
 def _model_attrs(h: ModelHandle) -> dict[str, Any]:
@@ -149,16 +180,9 @@ def _model_attrs(h: ModelHandle) -> dict[str, Any]:
 
 
 def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) -> Store:
+    """Create the store for a new run: every variant row, every model's arrays, the peak
+    counts and the shuffled null."""
     out = Path(spec.out)
-    if spec.resume and out.exists():
-        store = Store.open(out)
-        stored = [store.root["scores"][m].attrs["checkpoint_sha256"] for m in store.model_names()]
-        wanted = [s.handle.sha256 for s in scorers]
-        if stored != wanted:
-            raise StoreError(
-                f"{out} was started with other models; resume with the same --model list"
-            )
-        return store
     variants = read_variants(
         spec.variants,
         genome,
@@ -194,6 +218,23 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
     if spec.null_shuffles:
         _write_nulls(spec, store, genome, scorers)
     return store
+
+
+def open_run(
+    spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle]
+) -> tuple[Store, list[ModelScorer]]:
+    """The store (holding the writer lock) and the scorers of a run: a new store, or with
+    ``--resume`` the existing one, whose models must match and whose peak counts and null
+    are reused as stored."""
+    if spec.resume and (Path(spec.out) / "zarr.json").is_file():
+        store = Store.open(spec.out)
+        try:
+            return store, scorers_for_store(store, spec, genome, list(handles))
+        except BaseException:
+            store.close()
+            raise
+    scorers = build_scorers(spec, genome, handles)
+    return open_or_create(spec, genome, scorers), scorers
 
 
 def _track_meta(s: ModelScorer) -> dict[str, list]:
@@ -279,8 +320,7 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
     t0 = time.perf_counter()
     genome = Genome(spec.genome)
     handles = load_handles(spec.models)
-    scorers = build_scorers(spec, genome, handles)
-    store = open_or_create(spec, genome, scorers)
+    store, scorers = open_run(spec, genome, handles)
     try:
         todo = store.pending_chunks()
         score_chunks(store, genome, scorers, todo, progress)

@@ -30,6 +30,7 @@ _READERS = {
     "bpnet-lite": "veff.convert.bpnet_lite:read",
     "borzoi-pytorch": "veff.convert.borzoi_pytorch:read",
     "enformer-pytorch": "veff.convert.enformer_pytorch:read",
+    "grelu": "veff.convert.grelu:read",
     "baskerville": "veff.convert.baskerville:read",
 }
 FORMATS = tuple(_READERS)
@@ -54,11 +55,11 @@ def convert(
     sources = [str(s) for s in sources]
     check_sources(sources)
     read = _reader(fmt)
-    accepted = set(inspect.signature(read).parameters) - {"path"}
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = set(list(inspect.signature(read).parameters)[1:])
     if set(options) - accepted:
         raise ConvertError(f"format {fmt} does not take option(s) "
                            f"{', '.join(sorted(set(options) - accepted))}")
-    options = {k: v for k, v in options.items() if v is not None}
     results: list[Converted] = [read(s, **options) for s in sources]
     first = results[0]
     for s, r in zip(sources[1:], results[1:]):
