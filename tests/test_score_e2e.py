@@ -82,13 +82,18 @@ def test_store_contract_and_statuses(world, tmp_path):
     assert "centring" in root.attrs and root.attrs["complete"]
 
 
-def test_flip_mode_scores_swapped_list_like_the_original(world, tmp_path):
+def test_flip_mode_orients_scores_to_the_input_alleles(world, tmp_path):
     v0, s = _score(world, tmp_path / "a.zarr")
     v1, f = _score(world, tmp_path / "b.zarr", "flip.vcf", "--ref-mismatch", "flip")
     n = 65
     assert v1["flipped"].values.all() and not v0["flipped"].values[:n].any()
-    assert list(v1["orig_ref"].values) == list(v0["alt"].values[:n])
-    np.testing.assert_array_equal(f["logfc"].values, s["logfc"].values[:n])
+    # the store keeps the input's alleles, and the scores refer to them
+    assert list(v1["ref"].values) == list(v0["alt"].values[:n])
+    assert list(v1["alt"].values) == list(v0["ref"].values[:n])
+    np.testing.assert_allclose(f["logfc"].values, -s["logfc"].values[:n], atol=1e-6)
+    for k in ("abs_logfc", "jsd"):
+        np.testing.assert_allclose(f[k].values, s[k].values[:n], atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(f["ref_counts"].values, s["alt_counts"].values[:n], rtol=1e-5)
 
 
 def test_ref_alt_swap_negates_signed_scores(world):

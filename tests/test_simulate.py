@@ -139,6 +139,31 @@ def test_tn5_and_neutral_variants_leave_true_accessibility_unchanged(sim):
     assert np.median(np.abs(tn5)) > 0.05
 
 
+def test_tn5_variants_sit_in_background_hotspots_away_from_peaks(sim):
+    fa = pyfaidx.Fasta(str(sim.genome))
+    kmer = "".join("ACGT"[t] for t in CFG.tn5.best_kmer())
+    k, half = len(kmer), CFG.window // 2
+    bg = np.float32(CFG.accessibility.background)  # the bigWig stores float32
+    nonpeaks = _bed(sim.nonpeaks)
+    peaks = _bed(sim.peaks)
+    n = 0
+    for v in _records(sim):
+        if v.INFO["CLASS"] != "tn5_bias":
+            continue
+        x = v.POS - 1
+        # inside a planted copy of the strongest Tn5 K-mer (on the reference)
+        assert kmer in str(fa[v.CHROM][x - k + 1 : x + k]).upper(), v
+        # the whole truth window holds background accessibility only: no site, no peak
+        acc = _track(sim.accessibility, v.CHROM)[x - half : x + half]
+        assert np.all(acc == bg), v
+        assert v.INFO.get("PEAK") is None
+        assert not any(c == v.CHROM and s - half <= x < e + half for c, s, e in peaks + nonpeaks)
+        # the bias at the hotspot is far above the genome-wide mean of 1
+        assert _track(sim.tn5_bias, v.CHROM)[x - k : x + k].max() > 50
+        n += 1
+    assert n == CFG.num_tn5_bias
+
+
 def _track(path: Path, chrom: str) -> np.ndarray:
     with pyBigWig.open(str(path)) as bw:
         return np.nan_to_num(np.asarray(bw.values(chrom, 0, bw.chroms(chrom)), dtype=np.float64))

@@ -283,7 +283,21 @@ def _windows_for_chunk(
 ) -> tuple[int, list[Variant], dict[int, WindowBatch]]:
     start, stop = store.chunk_range(chunk)
     variants = store.read_variants(start, stop)
-    return start, variants, {L: build_windows(genome, variants, L) for L in set(lengths)}
+    return start, variants, {L: oriented_windows(genome, variants, L) for L in set(lengths)}
+
+
+def oriented_windows(genome: Genome, variants: Sequence[Variant], length: int) -> WindowBatch:
+    """Windows with REF and ALT as the input gave them: a row swapped by ``--ref-mismatch
+    flip`` (an SNV whose input REF is not the genome base) scores the input's REF window
+    (the genome with that base substituted) against the input's ALT window (the genome), so
+    every statistic — signed, unsigned, per allele — refers to the user's alleles."""
+    w = build_windows(genome, variants, length)
+    flipped = np.array([v.flipped for v in variants], dtype=bool)
+    if not flipped.any():
+        return w
+    ref, alt = w.ref.copy(), w.alt.copy()
+    ref[flipped], alt[flipped] = w.alt[flipped], w.ref[flipped]
+    return dataclasses.replace(w, ref=ref, alt=alt)
 
 
 def score_chunks(

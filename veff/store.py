@@ -39,8 +39,10 @@ CENTRING = "REF allele's first base at 0-based window index L // 2"
 _VARIANT_COLUMNS: tuple[tuple[str, Any, Any], ...] = (
     ("chrom", str, lambda v: v.chrom),
     ("pos", "int64", lambda v: v.pos1),
-    ("ref", str, lambda v: v.ref),
-    ("alt", str, lambda v: v.alt),
+    # Scores are oriented ALT vs REF as the input gave them, so a row flipped by
+    # --ref-mismatch flip keeps the input's alleles here (REF is then not the genome base).
+    ("ref", str, lambda v: v.alt if v.flipped else v.ref),
+    ("alt", str, lambda v: v.ref if v.flipped else v.alt),
     ("id", str, lambda v: v.id),
     ("status", str, lambda v: str(v.status)),
     ("flipped", "bool", lambda v: v.flipped),
@@ -187,16 +189,19 @@ class Store:
         cols = {name: g[name][start:stop] for name, _, _ in _VARIANT_COLUMNS}
         out = []
         for i in range(stop - start):
+            flipped = bool(cols["flipped"][i])
+            ref, alt = str(cols["ref"][i]), str(cols["alt"][i])
             out.append(
                 Variant(
                     chrom=str(cols["chrom"][i]),
                     pos1=int(cols["pos"][i]),
-                    ref=str(cols["ref"][i]),
-                    alt=str(cols["alt"][i]),
+                    # Variant.ref is the genome's allele (see the column comment above)
+                    ref=alt if flipped else ref,
+                    alt=ref if flipped else alt,
                     id=str(cols["id"][i]),
                     status=Status(str(cols["status"][i])),
                     fasta_chrom=str(cols["fasta_chrom"][i]) or None,
-                    flipped=bool(cols["flipped"][i]),
+                    flipped=flipped,
                     record=int(cols["record"][i]),
                     orig_pos1=int(cols["orig_pos"][i]),
                     orig_ref=str(cols["orig_ref"][i]),

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from veff.simulate.config import DEFAULT_MOTIF_IDS, SimulationConfig
-from veff.simulate.genome import background_probs, plant_elements, random_contigs, write_fasta
+from veff.simulate.genome import (
+    background_probs,
+    plant_elements,
+    plant_hotspots,
+    random_contigs,
+    write_fasta,
+)
 from veff.simulate.motifs import DEFAULT_MEME, read_meme
 from veff.simulate.outputs import (
     choose_nonpeaks,
@@ -90,8 +96,6 @@ def simulate(
     # extra latent sites because a few creations fall short of min_causal_logfc
     num_latent = min(cfg.num_peaks, cfg.num_motif_create + cfg.num_motif_create // 4 + 2)
     latent = frozenset(rng_elements.choice(cfg.num_peaks, size=num_latent, replace=False).tolist())
-    num_hot = min(cfg.num_peaks, cfg.num_tn5_bias + cfg.num_tn5_bias // 4 + 2)
-    hot = frozenset(rng_elements.choice(cfg.num_peaks, size=num_hot, replace=False).tolist())
     elements = plant_elements(
         rng_elements,
         contigs,
@@ -104,9 +108,37 @@ def simulate(
         site_spread=cfg.site_spread,
         planted_min_occ=cfg.planted_min_occ,
         latent_elements=latent,
-        hotspot_elements=hot,
-        hotspot_kmer=cfg.tn5.best_kmer(),
-        hotspot_distance=cfg.tn5_min_site_distance,
+    )
+    # Tn5 hotspots live in the background, where the bias model owns the counts: the truth
+    # window around each one has accessibility exactly a_bg (docs/groundtruth.md). Sites are
+    # scanned before planting (chance matches open chromatin too) and again after.
+    margin = cfg.edge_margin
+    free = []
+    for t in contigs:
+        f = accessibility(t, find_sites(t, models, params), models, params) == params.background
+        f[:margin] = False
+        f[t.size - margin :] = False
+        free.append(f)
+    hotspots = plant_hotspots(
+        rng_elements,
+        contigs,
+        free,
+        num=cfg.num_tn5_bias + cfg.num_tn5_bias // 4 + 2,
+        kmer=cfg.tn5.best_kmer(),
+        clearance=cfg.window // 2 + cfg.tn5.k,
+    )
+    # Background Tn5 hotspots at large (strong IUPAC instances, not the variants' loci): they
+    # make non-peak counts depend on sequence, which is what the bias model's count head
+    # learns from; without them a 256-bp background window sums ~250 weak bases and its
+    # counts barely vary (docs/groundtruth.md).
+    num_decoys = int(round(cfg.tn5_hotspots_per_kb * sum(t.size for t in contigs) / 1000))
+    plant_hotspots(
+        rng_elements,
+        contigs,
+        free,
+        num=num_decoys,
+        kmer=cfg.tn5.sample_kmers(rng_elements, num_decoys),
+        clearance=cfg.tn5.k,
     )
 
     sites = [find_sites(t, models, params) for t in contigs]
@@ -138,12 +170,15 @@ def simulate(
         for pc, s, e, _ in peaks:
             if pc == c:
                 mask[max(0, s - cfg.nonpeak_clearance) : e + cfg.nonpeak_clearance] = True
+        for hc, h in hotspots:  # tn5_bias variants are scored at loci no model trained on
+            if hc == c:
+                mask[max(0, h - cfg.window // 2) : h + cfg.window // 2] = True
         blocked.append(mask)
     nonpeaks = choose_nonpeaks(
         rng_regions, cfg.num_peaks, [t.size for t in contigs], blocked, cfg.nonpeak_width, cfg.edge_margin
     )
 
-    picker = VariantPicker(rng_variants, cfg, truth, contigs, elements, sites, acc, rate)
+    picker = VariantPicker(rng_variants, cfg, truth, contigs, elements, sites, acc, rate, hotspots)
     order = [elements[i] for i in rng_variants.permutation(len(elements))]
     variants = picker.motif_breaks(order, cfg.num_motif_break, indel=False)
     done = {v.element for v in variants}

@@ -42,10 +42,11 @@ class SimulationConfig:
     num_motif_break_indel: int = 40
     num_motif_create: int = 40
     num_tn5_bias: int = 80
+    tn5_hotspots_per_kb: float = 0.5  # strong Tn5 K-mers planted in background, besides the variants'
     num_neutral: int = 160
     min_causal_logfc: float = 0.2  # |ACC_LOGFC| a causal variant must reach to be kept
-    tn5_min_site_distance: int = 150
-    tn5_min_acc_frac: float = 0.1
+    flank_min_site_distance: int = 150  # flank neutrals: at least this far from every site
+    flank_min_acc_frac: float = 0.1  # flank neutrals: A - a_bg >= this x the peak's maximum
     neutral_max_obs_logfc: float = 0.01
 
     def __post_init__(self) -> None:

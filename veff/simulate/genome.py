@@ -52,7 +52,6 @@ class Element:
     centre: int
     sites: tuple[PlantedSite, ...]
     latent: PlantedSite | None
-    hotspot: int | None = None  # 0-based start of a planted best Tn5 K-mer
 
 
 def place_centres(
@@ -115,16 +114,11 @@ def plant_elements(
     site_spread: int,
     planted_min_occ: float,
     latent_elements: frozenset[int],
-    hotspot_elements: frozenset[int],
-    hotspot_kmer: np.ndarray,
-    hotspot_distance: int,
 ) -> list[Element]:
     """Write 1..max_sites strong PWM samples near each element centre (in place).
 
     Elements listed in ``latent_elements`` also get one latent site 40-90 bp beyond the others:
     a strong sample whose most informative column is set to its least likely base.
-    Elements in ``hotspot_elements`` get the best Tn5 K-mer at least ``hotspot_distance`` bp
-    beyond the outermost possible site edge, on the side away from the latent site.
     """
     from veff.simulate.motifs import most_informative_column
 
@@ -173,16 +167,6 @@ def plant_elements(
                     genome_pos=pos,
                     restored_base=restored if strand == "+" else 3 - restored,
                 )
-            hotspot = None
-            if index in hotspot_elements:
-                widest = max(m.width for m in models)
-                near = site_spread + widest // 2 + 1 + hotspot_distance
-                offset = int(rng.integers(near, near + 41))
-                if side > 0:  # latent site (if any) is on the + side: go the other way
-                    hotspot = int(centre) - offset - hotspot_kmer.size
-                else:
-                    hotspot = int(centre) + offset
-                tokens[hotspot : hotspot + hotspot_kmer.size] = hotspot_kmer
             elements.append(
                 Element(
                     index=index,
@@ -190,7 +174,45 @@ def plant_elements(
                     centre=int(centre),
                     sites=tuple(sites),
                     latent=latent,
-                    hotspot=hotspot,
                 )
             )
     return elements
+
+
+def plant_hotspots(
+    rng: np.random.Generator,
+    contigs: list[np.ndarray],
+    free: list[np.ndarray],
+    *,
+    num: int,
+    kmer: np.ndarray,
+    clearance: int,
+) -> list[tuple[int, int]]:
+    """Write ``kmer`` ((K,) one K-mer, or (num, K) one per copy) at ``num`` random positions
+    whose ``clearance``-bp surroundings are all ``free`` (in place); returns sorted
+    (contig, start) pairs, copies ``clearance`` bp apart. ``free`` is updated in place too."""
+    kmers = np.broadcast_to(kmer, (num, kmer.shape[-1]))
+    k = kmers.shape[1]
+    blocked = []
+    for f in free:
+        diff = np.zeros(f.size + 1, dtype=np.int64)  # dilate the non-free bases by clearance
+        bad = np.flatnonzero(~f)
+        np.add.at(diff, np.clip(bad - clearance - k, 0, f.size), 1)
+        np.add.at(diff, np.clip(bad + clearance + 1, 0, f.size), -1)
+        blocked.append(np.cumsum(diff[:-1]) > 0)
+    out: list[tuple[int, int]] = []
+    for _ in range(200 * num + 100):
+        if len(out) == num:
+            break
+        c = int(rng.integers(len(contigs)))
+        start = int(rng.integers(0, contigs[c].size - k))
+        if blocked[c][start]:
+            continue
+        contigs[c][start : start + k] = kmers[len(out)]
+        blocked[c][max(0, start - clearance - k) : start + k + clearance] = True
+        free[c][max(0, start - clearance) : start + k + clearance] = False
+        out.append((c, start))
+    if len(out) < num:
+        raise ValueError(f"could place only {len(out)}/{num} Tn5 hotspots in the background; "
+                         "use longer contigs or fewer peaks")
+    return sorted(out)

@@ -35,6 +35,13 @@ class Tn5BiasModel:
         """Tokens of the highest-bias K-mer (first allowed base at degenerate positions)."""
         return np.array([("ACGT").index(_IUPAC[c][0]) for c in self.consensus], dtype=np.uint8)
 
+    def sample_kmers(self, rng: np.random.Generator, num: int) -> np.ndarray:
+        """(num, K) tokens matching the IUPAC consensus, degenerate letters drawn uniformly:
+        strong, but not identical, insertion sites."""
+        choices = [np.array([("ACGT").index(b) for b in _IUPAC[c]]) for c in self.consensus]
+        cols = [ch[rng.integers(ch.size, size=num)] for ch in choices]
+        return np.stack(cols, axis=1).astype(np.uint8) if num else np.zeros((0, self.k), np.uint8)
+
     @property
     def k(self) -> int:
         return len(self.consensus)

@@ -37,8 +37,10 @@ class VariantPicker:
         sites: list[Sites],
         acc: list[np.ndarray],
         rate: list[np.ndarray],
+        hotspots: list[tuple[int, int]] = (),
     ) -> None:
         self.rng, self.cfg, self.truth = rng, cfg, truth
+        self.hotspots = list(hotspots)
         self.contigs, self.elements, self.acc, self.rate = contigs, elements, acc, rate
         widths = np.array([m.width for m in truth.models], dtype=np.int64)
         self.used: set[tuple[int, int]] = set()
@@ -51,7 +53,7 @@ class VariantPicker:
                 if e.contig == c and e.latent is not None
             ]
             self.near.append(
-                near_site_mask(tokens.size, sites[c], widths, latent, cfg.tn5_min_site_distance)
+                near_site_mask(tokens.size, sites[c], widths, latent, cfg.flank_min_site_distance)
             )
 
     # ---- motif classes -------------------------------------------------------------------
@@ -147,7 +149,7 @@ class VariantPicker:
         acc = self.acc[e.contig][lo:hi]
         bg = self.truth.params.background
         x = np.arange(lo, hi)
-        ok = (acc - bg >= self.cfg.tn5_min_acc_frac * (acc.max() - bg)) & ~self.near[e.contig][lo:hi]
+        ok = (acc - bg >= self.cfg.flank_min_acc_frac * (acc.max() - bg)) & ~self.near[e.contig][lo:hi]
         return x[ok]
 
     def _tn5_deltas(self, c: int, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,28 +174,42 @@ class VariantPicker:
             best_alt = np.where(better, a, best_alt)
         return best_fc, best_alt
 
+    def background_run(self, c: int, xs: np.ndarray) -> np.ndarray:
+        """True where A == a_bg exactly over the whole truth window centred on each x."""
+        pure = self.acc[c] == self.truth.params.background
+        csum = np.concatenate([[0], np.cumsum(~pure)])
+        h = self.truth.window // 2
+        lo, hi = np.maximum(xs - h, 0), np.minimum(xs + h, pure.size)
+        return (csum[hi] - csum[lo]) == 0
+
     def tn5_variants(self, num: int) -> list[TruthVariant]:
+        """The most bias-lowering SNV inside each background hotspot (A == a_bg over the window).
+
+        In the background the observed cuts are depth * a_bg * b: the Tn5 bias is the only
+        thing that varies, which is the regime the bias model is trained on (non-peaks)."""
+        k = self.truth.tn5_weights.shape[0]
         proposals = []
-        for e in self.elements:
-            xs = self.flank_candidates(e)
+        for c, start in self.hotspots:
+            xs = np.arange(start, start + k)
+            xs = xs[self.background_run(c, xs) & ~self.near[c][xs]]
             if xs.size == 0:
-                continue
-            fc, alt = self._tn5_deltas(e.contig, xs)
+                continue  # a chance site opened chromatin near this hotspot
+            fc, alt = self._tn5_deltas(c, xs)
             i = int(np.argmin(fc))
-            proposals.append((fc[i], e, int(xs[i]), int(alt[i])))
-        proposals.sort(key=lambda p: (p[0], p[1].index))
+            proposals.append((fc[i], c, int(xs[i]), int(alt[i])))
+        proposals.sort(key=lambda p: (p[0], p[1], p[2]))
         out: list[TruthVariant] = []
-        for _, e, x, a in proposals:
+        for _, c, x, a in proposals:
             if len(out) == num:
                 break
-            tokens = self.contigs[e.contig]
+            tokens = self.contigs[c]
             acc_fc, obs_fc = self.truth.effect(tokens, x, 1, np.array([a], dtype=np.uint8))
-            if acc_fc != 0.0 or (e.contig, x) in self.used:
+            if acc_fc != 0.0 or (c, x) in self.used:
                 continue
-            self.used.add((e.contig, x))
+            self.used.add((c, x))
             out.append(
                 TruthVariant(
-                    contig=e.contig,
+                    contig=c,
                     pos1=x + 1,
                     ref=tokens_str(tokens[x : x + 1]),
                     alt=tokens_str(np.array([a])),
@@ -201,7 +217,6 @@ class VariantPicker:
                     effect="-" if obs_fc < 0 else "+",
                     acc_logfc=acc_fc,
                     obs_logfc=obs_fc,
-                    element=e.index,
                 )
             )
         return out
