@@ -656,6 +656,7 @@ def from_checkpoint(ckpt: Checkpoint, *, head: str | None = None,
     """
     from veff.checkpoint import CheckpointError
     from veff.convert.common import match_params
+    from veff.models import borzoi_incremental
 
     if ckpt.arch != ARCH:
         raise CheckpointError(f"{ckpt.path}: arch {ckpt.arch!r} is not {ARCH!r}")
@@ -679,6 +680,9 @@ def from_checkpoint(ckpt: Checkpoint, *, head: str | None = None,
               "heads": {head: params["heads"][head]}}
     params = jax.tree.map(jnp.asarray, params)
     fn = functools.partial(apply, cfg, head=head, precision=precision)
+    # exact incremental ALT for substitutions (the engine's pair step)
+    pair = functools.partial(borzoi_incremental.forward_pair, cfg, head=head,
+                             precision=precision)
 
     def apply_fn(p, x):
         return fn(p, x)
@@ -698,5 +702,5 @@ def from_checkpoint(ckpt: Checkpoint, *, head: str | None = None,
     return ModelHandle(
         name=name, arch=ARCH, kind="binned", window_len=cfg.window_len,
         output_len=cfg.output_len, tracks=tracks, sha256=ckpt.sha256, params=params,
-        apply=apply_fn, num_folds=num_folds, bin_size=cfg.bin_size,
+        apply=apply_fn, num_folds=num_folds, bin_size=cfg.bin_size, apply_pair=pair,
     )

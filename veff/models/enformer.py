@@ -40,6 +40,8 @@ ARCH = "enformer"
 BN_EPS = 1e-5
 LN_EPS = 1e-5
 POOL_SIZE = 2
+STEM_KERNEL = 15
+TOWER_KERNEL = 5
 # Rows of the TF gamma table (2 * 1536 - 1) and its basis count: the only shape it exists in.
 TF_GAMMA_LEN = 1536
 TF_GAMMA_BASIS = 32
@@ -233,13 +235,13 @@ def _param_shapes(config: EnformerConfig) -> dict[str, Any]:
 
     shapes: dict[str, Any] = {
         "stem": {
-            "conv": {"kernel": (15, 4, half), "bias": (half,)},
+            "conv": {"kernel": (STEM_KERNEL, 4, half), "bias": (half,)},
             "res": conv_block(half, half, 1),
             "pool": {"kernel": (half, half)},
         },
         "tower": {
             str(i): {
-                "conv": conv_block(cin, cout, 5),
+                "conv": conv_block(cin, cout, TOWER_KERNEL),
                 "res": conv_block(cout, cout, 1),
                 "pool": {"kernel": (cout, cout)},
             }
@@ -475,9 +477,11 @@ def config_from_checkpoint(ckpt: Checkpoint) -> EnformerConfig:
 
 def from_checkpoint(ckpt: Checkpoint, *, precision=lax.Precision.HIGHEST) -> ModelHandle:
     """The engine's handle for a native "enformer" checkpoint: kind "binned", 128-bp bins,
-    ``apply`` returning the selected head's tracks. Params with one extra leading axis on
-    every leaf are folds (the engine vmaps ``apply`` over it)."""
+    ``apply`` returning the selected head's tracks, ``apply_pair`` the exact incremental
+    ALT for substitutions. Params with one extra leading axis on every leaf are folds (the
+    engine vmaps ``apply`` over it)."""
     from veff.convert.common import match_params
+    from veff.models import enformer_incremental
 
     config = config_from_checkpoint(ckpt)
     params, num_folds = match_params(abstract_params(config), unflatten(ckpt.params),
@@ -500,4 +504,6 @@ def from_checkpoint(ckpt: Checkpoint, *, precision=lax.Precision.HIGHEST) -> Mod
         apply=functools.partial(apply, config=config, precision=precision),
         num_folds=num_folds,
         bin_size=config.bin_size,
+        apply_pair=functools.partial(enformer_incremental.forward_pair, config,
+                                     precision=precision),
     )
