@@ -145,3 +145,19 @@ def test_bad_inputs_give_one_line(world, tmp_path):
                                    "--model", str(world / "tiny"), "--out", str(tmp_path / "y.zarr"),
                                    "--stats", "nonsense"])
     assert r.exit_code == 2 and "nonsense" in r.output
+
+
+def test_peaks_give_active_allele_quantiles(world, tmp_path):
+    peaks = tmp_path / "p.narrowPeak"
+    peaks.write_text("".join(f"chr1\t{s}\t{s + 200}\tp{i}\t0\t.\t0\t0\t0\t100\n"
+                             for i, s in enumerate(range(200, 2600, 150))))
+    _, s = _score(world, tmp_path / "p.zarr", "v.vcf", "--peaks", str(peaks))
+    counts = s["peak_counts"].values
+    assert counts.ndim == 1 and len(counts) >= 10 and (np.diff(counts) >= 0).all()
+    c1 = s["ref_counts"].values[:65, 0]
+    q1 = np.maximum((counts[None, :] < c1[:, None]).mean(axis=1), 1 / len(counts))
+    np.testing.assert_allclose(s["allele1_quantile"].values[:65, 0], q1, atol=1e-6)
+    aaq = s["active_allele_quantile"].values[:65, 0]
+    np.testing.assert_allclose(aaq, np.maximum(q1, s["allele2_quantile"].values[:65, 0]), atol=1e-6)
+    ips = s["logfc_x_jsd_x_active_allele_quantile"].values[:65, 0]
+    np.testing.assert_allclose(ips, s["logfc_x_jsd"].values[:65, 0] * aaq, rtol=1e-5, atol=1e-9)
