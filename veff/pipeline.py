@@ -307,16 +307,33 @@ def score_chunks(
     chunks: Sequence[int],
     progress: ProgressFn | None = None,
 ) -> None:
-    """Score ``chunks`` for every model, writing each chunk then marking it done."""
+    """Score ``chunks`` for every model, writing each chunk then marking it done.
+
+    Three stages overlap: a thread builds the windows two chunks ahead, the device scores
+    the current chunk, and a writer thread writes the previous chunk's regions and then its
+    done marker (a marker is only ever written after all of its chunk's regions)."""
     lengths = [s.handle.window_len for s in scorers]
     nulls = {s.handle.name: load_nulls(store, s) for s in scorers}
-    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="veff-windows") as pool:
-        pending = [pool.submit(_windows_for_chunk, store, genome, c, lengths) for c in chunks[:2]]
+
+    def write(start: int, chunk: int, results: list[tuple[str, dict, np.ndarray]], rows: int) -> None:
+        for name, scores, padded in results:
+            store.write_scores(name, start, scores, padded)
+        store.mark_done(chunk)
+        if progress is not None:
+            progress(rows, store.num_variants)
+
+    with (
+        cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="veff-windows") as reader,
+        cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="veff-writer") as writer,
+    ):
+        pending = [reader.submit(_windows_for_chunk, store, genome, c, lengths) for c in chunks[:2]]
+        written: cf.Future | None = None
         for i, chunk in enumerate(chunks):
             start, variants, windows = pending[i].result()
             if i + 2 < len(chunks):
-                pending.append(pool.submit(_windows_for_chunk, store, genome, chunks[i + 2], lengths))
+                pending.append(reader.submit(_windows_for_chunk, store, genome, chunks[i + 2], lengths))
             ok = np.array([v.status is Status.OK for v in variants])
+            results = []
             for s in scorers:
                 wb = windows[s.handle.window_len]
                 scores = s.score(wb)
@@ -324,10 +341,12 @@ def score_chunks(
                     scores.update(pvalues(scores, nulls[s.handle.name]))
                 for values in scores.values():
                     values[~ok] = np.nan
-                store.write_scores(s.handle.name, start, scores, wb.padded & ok)
-            store.mark_done(chunk)
-            if progress is not None:
-                progress(len(variants), store.num_variants)
+                results.append((s.handle.name, scores, wb.padded & ok))
+            if written is not None:
+                written.result()  # at most one chunk in flight; surfaces write errors
+            written = writer.submit(write, start, chunk, results, len(variants))
+        if written is not None:
+            written.result()
 
 
 def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
