@@ -58,6 +58,19 @@ def _one_line_errors(fn):
 @click.version_option(package_name="veff")
 def main() -> None:
     """veff: score genetic variants with sequence-to-function models."""
+    _enable_compilation_cache()
+
+
+def _enable_compilation_cache() -> None:
+    """Reuse compiled steps across runs (XLA compiles each model's step once per shape);
+    $VEFF_JAX_CACHE picks the directory, an empty value turns it off."""
+    path = os.environ.get("VEFF_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "veff", "jax"))
+    if not path:
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 # ----------------------------------------------------------------------------- check

@@ -31,7 +31,7 @@ import numpy as np
 
 from veff.engine import ModelScorer
 from veff.io.genome import Genome
-from veff.partition import absolute_spec, open_unlocked, write_run_consensus
+from veff.partition import absolute_spec, open_unlocked
 from veff.pipeline import (
     ProgressFn,
     RunResult,
@@ -41,6 +41,7 @@ from veff.pipeline import (
     open_run,
     score_chunks,
     scorers_for_store,
+    write_run_consensus,
 )
 from veff.store import Store
 
@@ -304,7 +305,7 @@ def run_on_cluster(
         num_variants = store.num_variants
     finally:
         store.close()
-    groups = write_run_consensus(spec, len(handles))  # as veff.pipeline.run does
+    groups = write_run_consensus(spec, len(handles))
     return RunResult(
         out=Path(spec.out),
         num_variants=num_variants,

@@ -15,11 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from veff import sharding
+from veff.io import windows
 from veff.io.windows import WindowBatch
 from veff.models.base import ModelHandle
 
-_ONE_HOT = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((1, 4), np.float32)])
-_COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
 
 
 class ScoringError(Exception):
@@ -49,12 +48,12 @@ class ScoreOptions:
 
 
 def one_hot_device(tokens: jax.Array, dtype=jnp.float32) -> jax.Array:
-    """(…, L) uint8 tokens -> (…, L, 4) one-hot; N (token 4) is all zeros."""
-    return jnp.asarray(_ONE_HOT, dtype=dtype)[tokens.astype(jnp.int32)]
+    """(…, L) uint8 tokens -> (…, L, 4) one-hot on the device; N (token 4) is all zeros."""
+    return windows.one_hot(tokens.astype(jnp.int32), xp=jnp).astype(dtype)
 
 
 def reverse_complement_device(tokens: jax.Array) -> jax.Array:
-    return jnp.asarray(_COMPLEMENT)[tokens.astype(jnp.int32)][..., ::-1]
+    return windows.reverse_complement(tokens.astype(jnp.int32), xp=jnp).astype(tokens.dtype)
 
 
 def shift_device(tokens: jax.Array, shift: int) -> jax.Array:

@@ -42,6 +42,7 @@ from veff.pipeline import (
     open_or_create,
     score_chunks,
     scorers_for_store,
+    write_run_consensus,
 )
 from veff.store import Store, StoreError
 
@@ -166,22 +167,6 @@ def spec_from_store(store: Store) -> RunSpec:
 def load_scorers(store: Store, spec: RunSpec) -> tuple[Genome, list[ModelScorer]]:
     genome = Genome(spec.genome)
     return genome, scorers_for_store(store, spec, genome, load_handles(spec.models))
-
-
-def write_run_consensus(spec: RunSpec, num_models: int) -> tuple[str, ...]:
-    """The consensus step of ``veff.pipeline.run``, for a store finished elsewhere."""
-    if not spec.consensus or num_models < 2:
-        return ()
-    from veff.backgrounds import BackgroundSpec
-    from veff.consensus import write_consensus
-
-    groups = write_consensus(
-        spec.out,
-        groups_yaml=spec.groups,
-        genome=spec.genome,
-        background=BackgroundSpec(num=spec.background_n, seed=spec.seed),
-    )
-    return tuple(groups)
 
 
 # ---------------------------------------------------------------------------- opening

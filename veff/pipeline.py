@@ -363,23 +363,31 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
         num_variants = store.num_variants
     finally:
         store.close()
-    groups: list[str] = []
-    if spec.consensus and len(handles) >= 2:
-        from veff.backgrounds import BackgroundSpec
-        from veff.consensus import write_consensus
-
-        groups = write_consensus(
-            spec.out, groups_yaml=spec.groups, genome=spec.genome,
-            background=BackgroundSpec(num=spec.background_n, seed=spec.seed),
-        )
+    groups = write_run_consensus(spec, len(handles))
     return RunResult(
         out=Path(spec.out),
         num_variants=num_variants,
         num_ok=num_ok,
         chunks_scored=len(todo),
         seconds=time.perf_counter() - t0,
-        consensus_groups=tuple(groups),
+        consensus_groups=groups,
     )
+
+
+def write_run_consensus(spec: RunSpec, num_models: int) -> tuple[str, ...]:
+    """With ≥ 2 models and consensus on: normalise, combine and compare them (consensus/)."""
+    if not spec.consensus or num_models < 2:
+        return ()
+    from veff.backgrounds import BackgroundSpec
+    from veff.consensus import write_consensus
+
+    groups = write_consensus(
+        spec.out,
+        groups_yaml=spec.groups,
+        genome=spec.genome,
+        background=BackgroundSpec(num=spec.background_n, seed=spec.seed),
+    )
+    return tuple(groups)
 
 
 def profile_tail(stat: str) -> str:
