@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_consensus import BG, RAW, hand_bg  # noqa: E402
+from test_consensus import BG, hand_bg  # noqa: E402
 
 from veff import consensus as cs  # noqa: E402
 from veff.export import ExportError, export, plink_chrom  # noqa: E402

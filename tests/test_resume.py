@@ -3,13 +3,11 @@ an uninterrupted run; a second writer on the same store is refused."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 import zarr

@@ -33,7 +33,6 @@ import zarr
 
 from veff.engine import ModelScorer, ScoreOptions
 from veff.io.genome import Genome
-from veff.models.base import ModelHandle
 from veff.pipeline import (
     ProgressFn,
     RunSpec,

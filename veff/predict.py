@@ -29,7 +29,7 @@ from veff.checkpoint import CheckpointError, load_checkpoint
 from veff.io.genome import Genome
 from veff.models import bpnet
 from veff.scoring.profile import rc_average
-from veff.train.data import Regions, TrainDataError, input_start, output_start, read_regions, reverse_complement
+from veff.train.data import Regions, TrainDataError, input_start, output_start, read_regions
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

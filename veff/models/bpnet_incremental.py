@@ -86,7 +86,7 @@ def forward_pair(
     piece = jax.nn.relu(bpnet._conv(x_alt[:, a : b + k - 1], params[STEM], 1, precision))
     for i in range(1, config.n_layers + 1):
         d = 2**i
-        (pa, pb), (a, b) = spans[i - 1], spans[i]
+        (pa, _), (a, b) = spans[i - 1], spans[i]
         # ALT input of this layer on [a, b + 2d): REF's activations with the changed span spliced in
         window = _splice(towers[i - 1][:, a : b + 2 * d], piece, pa - a)
         c = jax.nn.relu(bpnet._conv(window, params[dilated_name(i)], d, precision))
