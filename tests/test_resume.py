@@ -96,3 +96,19 @@ def test_second_writer_refused(world, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_unreadable_input_leaves_no_store_and_resume_restarts_a_half_made_one(world, tmp_path):
+    bad = tmp_path / "bad.vcf"
+    bad.write_text((world / "v.vcf").read_text() + "chr1\tnotanumber\t.\tA\tG\t.\t.\t.\n")
+    out = tmp_path / "o.zarr"
+    cmd = _cmd(world, out)
+    cmd[cmd.index(str(world / "v.vcf"))] = str(bad)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "notanumber" in r.stderr
+    assert not out.exists()
+    # a run killed while streaming the input leaves a Zarr group without veff's attrs
+    zarr.open_group(str(out), mode="w").create_group("variants")
+    r = subprocess.run(_cmd(world, out, "--resume"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert zarr.open_group(str(out), mode="r").attrs["complete"]

@@ -226,7 +226,7 @@ def open_run(
     """The store (holding the writer lock) and the scorers of a run: a new store, or with
     ``--resume`` the existing one, whose models must match and whose peak counts and null
     are reused as stored."""
-    if spec.resume and (Path(spec.out) / "zarr.json").is_file():
+    if spec.resume and Store.is_started(spec.out):
         store = Store.open(spec.out)
         try:
             return store, scorers_for_store(store, spec, genome, list(handles))
@@ -234,6 +234,9 @@ def open_run(
             store.close()
             raise
     scorers = build_scorers(spec, genome, handles)
+    if spec.resume and (Path(spec.out) / "zarr.json").is_file():
+        # a veff run killed before its variant table was complete: start it over
+        spec = dataclasses.replace(spec, overwrite=True)
     return open_or_create(spec, genome, scorers), scorers
 
 

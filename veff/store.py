@@ -106,12 +106,18 @@ class Store:
             for name, dtype, _ in _VARIANT_COLUMNS
         }
         n = 0
-        for block in _blocks(variants, chunk_size):
-            for name, dtype, get in _VARIANT_COLUMNS:
-                arr = arrays[name]
-                arr.resize((n + len(block),))
-                arr[n : n + len(block)] = _column_array(name, dtype, [get(v) for v in block])
-            n += len(block)
+        try:
+            for block in _blocks(variants, chunk_size):
+                for name, dtype, get in _VARIANT_COLUMNS:
+                    arr = arrays[name]
+                    arr.resize((n + len(block),))
+                    arr[n : n + len(block)] = _column_array(name, dtype, [get(v) for v in block])
+                n += len(block)
+        except BaseException:
+            # The input could not be read to its end: leave no half-made store behind.
+            store.close()
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         root.attrs.update(
             {
                 "veff_version": __version__,
@@ -168,6 +174,16 @@ class Store:
             self._lock_fd = None
 
     # ------------------------------------------------------------------ facts
+    @staticmethod
+    def is_started(path: str | os.PathLike) -> bool:
+        """A store whose variant table was fully written (a run killed while streaming the
+        input leaves a directory without it, which a resume starts over)."""
+        try:
+            root = zarr.open_group(str(path), mode="r", use_consolidated=False)
+        except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError):
+            return False
+        return "veff_version" in root.attrs
+
     @property
     def num_variants(self) -> int:
         return int(self.root.attrs["num_variants"])
