@@ -244,12 +244,20 @@ def simulate(out_dir, seed, tiny, num_contigs, contig_len, num_peaks):
 @click.option("--name", default=None, help="Model name (default: the output directory's name).")
 @click.option("--params", "params_json", default=None, type=click.Path(exists=True, dir_okay=False), help="baskerville: params.json.")
 @click.option("--targets", default=None, type=click.Path(exists=True, dir_okay=False), help="baskerville/borzoi: targets.txt with track names and strand pairs.")
+@click.option("--head", default=None, help="Enformer/Borzoi/gReLU: which output head to keep (human, mouse).")
+@click.option("--window-len", type=int, default=None, help="Enformer/Borzoi: input length to run at (any valid length).")
+@click.option("--input-len", type=int, default=None, help="chromBPNet/bpnet-lite: input length for files that do not record it.")
+@click.option("--output-len", type=int, default=None, help="chromBPNet h5: output length for files that do not record it.")
+@click.option("--use-tf-gamma/--no-use-tf-gamma", default=None,
+              help="enformer-pytorch: reproduce its use_tf_gamma setting (default: the TF table where it fits).")
 @_one_line_errors
-def convert(sources, fmt, out, name, params_json, targets):
+def convert(sources, fmt, out, name, params_json, targets, head, window_len, input_len, output_len, use_tf_gamma):
     """Convert published weights (SOURCES; several = fold ensemble) into a veff checkpoint."""
     from veff.convert import convert as do_convert
 
-    ckpt = do_convert(list(sources), fmt, out, name=name, params=params_json, targets=targets)
+    ckpt = do_convert(list(sources), fmt, out, name=name, params=params_json, targets=targets,
+                      head=head, window_len=window_len, input_len=input_len,
+                      output_len=output_len, use_tf_gamma=use_tf_gamma)
     click.echo(f"wrote {out} ({ckpt.arch}, sha256 {ckpt.sha256[:12]})")
 
 
@@ -284,7 +292,8 @@ def models(known):
         return
     click.echo(f"{'name':24} {'arch':12} {'window':>8} {'tracks':>7}  path")
     for r in rows:
-        click.echo(f"{r['name']:24} {r['arch']:12} {r['window']:>8} {r['tracks']:>7}  {r['path']}")
+        window = r["window"] if r["window"] is not None else "?"
+        click.echo(f"{r['name']:24} {r['arch']:12} {window:>8} {len(r['tracks']):>7}  {r['path']}")
 
 
 # ----------------------------------------------------------------------------- demo, report, export
