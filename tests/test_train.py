@@ -236,6 +236,30 @@ def test_train_chrombpnet_end_to_end_writes_loadable_checkpoints(tmp_path):
     assert 0 < expect < int(np.sum(~np.isin(nr.chrom, ["chrV", "chrT"])))  # the filter bites
 
 
+def test_bias_stage_overrides_are_used(tmp_path):
+    """bias_lr drives the bias stage's Adam (a tiny lr leaves the bias tower at its init) and
+    bias_counts_loss_weight replaces the median/10 rule."""
+    from veff.checkpoint import load_checkpoint, unflatten
+    from veff.models import bpnet
+
+    fa, frags, peaks, nonpeaks, _ = make_dataset(tmp_path)
+    cfg = cb.TrainConfig(**{**TINY, "epochs": 1}, seed=3, max_steps_per_epoch=3, bias_lr=1e-9,
+                         bias_counts_loss_weight=7.5, bias_patience=1)
+    res = cb.train_chrombpnet(fa, frags, peaks, nonpeaks, tmp_path / "out", config=cfg, progress=False)
+    assert res.metrics["counts_loss_weight_bias"] == 7.5
+    assert res.metrics["counts_loss_weight"] != 7.5  # stage 2 keeps chromBPNet's rule
+    got = unflatten(load_checkpoint(res.bias_dir).params)
+    init = bpnet.init(cfg.bias_config(), 2 * cfg.seed + 1)
+    for layer in init:
+        for leaf in ("kernel", "bias"):
+            if layer == bpnet.COUNT and leaf == "bias":
+                continue  # set to the mean target, then shifted (bias_model_scaled)
+            np.testing.assert_allclose(np.asarray(got[layer][leaf]), np.asarray(init[layer][leaf]),
+                                       atol=1e-6, err_msg=f"{layer}/{leaf}")
+    with pytest.raises(ValueError, match="bias_lr"):
+        cb.TrainConfig(**TINY, bias_lr=0.0)
+
+
 def test_train_rejects_empty_valid_split(tmp_path):
     fa, frags, peaks, nonpeaks, _ = make_dataset(tmp_path)
     cfg = cb.TrainConfig(**{**TINY, "valid_contigs": ("chrZ",)}, max_steps_per_epoch=1)

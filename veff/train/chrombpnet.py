@@ -68,6 +68,12 @@ class TrainConfig:
     epochs: int = 50
     bias_epochs: int | None = None  # None: same as epochs
     patience: int = 5
+    # Bias-stage overrides (None: the shared value / chromBPNet's median/10 rule). chromBPNet
+    # keeps them in the bias model's own params file; small data sets need a faster bias stage
+    # for its count head to learn localized Tn5 hotspots (docs/groundtruth.md).
+    bias_lr: float | None = None
+    bias_patience: int | None = None
+    bias_counts_loss_weight: float | None = None
     max_jitter: int = 500
     bias_threshold_factor: float = 0.5
     negative_sampling_ratio: float = 0.1  # non-peaks per peak drawn each stage-2 epoch
@@ -85,6 +91,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{f} must be positive, got {getattr(self, f)}")
         if self.max_jitter < 0 or self.lr <= 0 or self.bias_threshold_factor <= 0:
             raise ValueError("TrainConfig: max_jitter ≥ 0, lr > 0 and bias_threshold_factor > 0")
+        for f in ("bias_lr", "bias_patience", "bias_counts_loss_weight", "bias_epochs"):
+            v = getattr(self, f)
+            if v is not None and v <= 0:
+                raise ValueError(f"TrainConfig.{f} must be positive or None, got {v}")
         if not 0 <= self.rc_fraction <= 1 or self.negative_sampling_ratio < 0:
             raise ValueError("TrainConfig: rc_fraction in [0, 1], negative_sampling_ratio ≥ 0")
         object.__setattr__(self, "valid_contigs", tuple(self.valid_contigs))
@@ -213,7 +223,7 @@ class _Stage:
 def _fit(
     stage: _Stage, params, frozen, *, sample_epoch: Callable[[np.random.Generator], tuple[Examples, np.ndarray]],
     valid: Examples, cfg: TrainConfig, epochs: int, rng: np.random.Generator, label: str,
-    bar,
+    bar, patience: int | None = None,
 ) -> tuple[Any, list[dict[str, float]]]:
     """Adam with early stopping on the valid loss; returns the best params and the log."""
     opt_state = stage.opt.init(params)
@@ -249,7 +259,7 @@ def _fit(
             best, best_loss, since_best = params, row["valid_loss"], 0
         else:
             since_best += 1
-            if since_best >= cfg.patience:
+            if since_best >= (patience or cfg.patience):
                 break
     return best, history
 
@@ -363,8 +373,9 @@ def train_chrombpnet(
             f"{len(bias_train)} train / {len(bias_valid)} valid non-peaks; raise the factor "
             "or supply more non-peak regions"
         )
-    w_bias = counts_loss_weight(bias_train.total_counts)
-    bias_stage = _Stage(_forward_single(bias_cfg), cfg.lr, w_bias)
+    w_bias = (cfg.bias_counts_loss_weight if cfg.bias_counts_loss_weight is not None
+              else counts_loss_weight(bias_train.total_counts))
+    bias_stage = _Stage(_forward_single(bias_cfg), cfg.bias_lr or cfg.lr, w_bias)
     bias_params = _set_count_bias(  # start the count head at the mean target: fewer wasted steps
         bpnet.init(bias_cfg, seed_bias), float(np.log1p(bias_train.total_counts).mean()))
     no_jitter_bias = np.zeros(len(bias_train), np.int64)
@@ -374,7 +385,7 @@ def train_chrombpnet(
             bias_stage, bias_params, None,
             sample_epoch=lambda r: (bias_train, no_jitter_bias),
             valid=bias_valid, cfg=cfg, epochs=cfg.bias_epochs or cfg.epochs, rng=rng,
-            label="bias", bar=bar,
+            label="bias", bar=bar, patience=cfg.bias_patience or cfg.patience,
         )
 
         # ---- bias_model_scaled: shift the count bias term to this dataset's non-peak depth
