@@ -38,8 +38,9 @@ SIM = SimulationConfig(
 )
 TRAIN = TrainConfig(
     filters=32, n_layers=5, bias_filters=16, bias_n_layers=2, input_len=474, output_len=256,
-    batch_size=32, lr=3e-3, epochs=100, bias_epochs=15, patience=10, max_jitter=64,
-    negative_sampling_ratio=0.1, valid_contigs=("chr6",), test_contigs=(), name="demo",
+    batch_size=32, lr=3e-3, epochs=100, bias_epochs=200, patience=10, max_jitter=64,
+    bias_lr=1e-2, bias_patience=40, bias_counts_loss_weight=100.0,
+    negative_sampling_ratio=1.0, valid_contigs=("chr6",), test_contigs=(), name="demo",
 )
 
 
