@@ -169,8 +169,24 @@ def print_gemm(rates: dict[str, float | None], n: int = 2048) -> None:
 def xla_flops(jitted: Callable, *args) -> float | None:
     """FLOPs XLA's HLO cost analysis counts for one call of ``jitted(*args)`` (2 per
     multiply-add in dots and convolutions; None if the backend reports none). Read from the
-    lowered module, so nothing is compiled again."""
-    lowered = jitted.lower(*args)
+    lowered module, so nothing is compiled again.
+
+    Counted for the *unblocked* relative attention: XLA counts a loop body once, not once
+    per trip, so the query-blocked attention (``veff.models.attention.QUERY_BLOCK``) would
+    be undercounted. The unblocked form is the same basis the figures used before blocking;
+    it counts the full (L, 2L-1) positional GEMM, of which the blocked form runs ~(L+Q)/2L.
+    """
+    import jax
+
+    from veff.models import attention
+
+    fn = getattr(jitted, "__wrapped__", jitted)
+    saved = attention.QUERY_BLOCK
+    attention.QUERY_BLOCK = sys.maxsize
+    try:  # a fresh jit, so the trace is not a cached (blocked) one
+        lowered = jax.jit(lambda *a: fn(*a)).lower(*args)
+    finally:
+        attention.QUERY_BLOCK = saved
     try:
         cost = lowered.cost_analysis()
     except Exception:  # noqa: BLE001 - some backends only analyse compiled modules

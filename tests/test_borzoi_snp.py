@@ -4,14 +4,16 @@ real eQTL SNPs with every baskerville statistic; the REF/ALT-swapped file, read 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from tests.conftest import BASKERVILLE
 from veff.cli import main
 
+BASKERVILLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "baskerville"
 STATS = ["SUM", "logSUM", "logSED", "SAX", "D1", "D2", "logD2", "JS", "DIFF_LOG2_SUM@501"]
 SIGNED = {"SUM", "logSUM", "logSED", "SAX", "DIFF_LOG2_SUM@501"}
 

@@ -48,6 +48,7 @@ import numpy as np
 from jax import lax
 
 from veff.checkpoint import Checkpoint, unflatten
+from veff.models import attention
 from veff.models.base import ModelHandle
 
 ARCH = "borzoi"
@@ -476,8 +477,24 @@ def _dense(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
 
 
 def _max_pool2(x: jax.Array) -> jax.Array:
+    # Max of the two members of each pair taken as two strided views, not as a reduction
+    # over a size-2 axis: XLA's CPU backend runs the latter several times slower.
     B, L, C = x.shape
-    return jnp.max(x.reshape(B, L // 2, 2, C), axis=2)
+    x = x.reshape(B, L // 2, 2, C)
+    return jnp.maximum(x[:, :, 0], x[:, :, 1])
+
+
+def _depthwise_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """'same' depthwise 1-D convolution (B, L, C) x (K, C) -> (B, L, C) as a sum of K
+    shifted, scaled copies: XLA's CPU grouped convolution (feature_group_count = C) is far
+    slower than these K fused multiply-adds."""
+    k = kernel.shape[0]
+    L = x.shape[1]
+    xp = jnp.pad(x, ((0, 0), ((k - 1) // 2, (k - 1) // 2), (0, 0)))
+    out = xp[:, 0:L] * kernel[0]
+    for i in range(1, k):
+        out = out + xp[:, i : i + L] * kernel[i]
+    return out
 
 
 def central_mask_basis(seq_len: int, num_features: int, basis_len: int | None = None,
@@ -498,31 +515,30 @@ def central_mask_basis(seq_len: int, num_features: int, basis_len: int | None = 
 
 def relative_shift(x: jax.Array) -> jax.Array:
     """(..., T, 2T-1) logits over distances -(T-1)..T-1 -> (..., T, T) with
-    out[i, j] = x[i, j - i + T - 1] (Transformer-XL pad/reshape trick, no gather)."""
-    *lead, T, R = x.shape
-    x = jnp.concatenate([jnp.zeros((*lead, T, 1), x.dtype), x], axis=-1)  # (.., T, 2T)
-    x = x.reshape(*lead, R + 1, T)[..., 1:, :]  # (.., 2T-1, T)
-    x = x.reshape(*lead, T, R)
-    return x[..., :T]
+    out[i, j] = x[i, j - i + T - 1] (see :func:`veff.models.attention.relative_shift`)."""
+    return attention.relative_shift(x)
 
 
 def _attention(cfg: BorzoiConfig, p: dict[str, jax.Array], x: jax.Array, precision,
                ) -> jax.Array:
-    # Duplicates the relative-position MHA of veff/models/attention.py (Enformer) with a
-    # central-mask-only basis; merge once both exist.
+    # Same relative-position MHA as Enformer's (attention.relative_attention_core), with a
+    # central-mask-only basis and baskerville's parameter names.
     B, T, _ = x.shape
     H, K, V = cfg.num_heads, cfg.key_size, cfg.value_size
-    q = _dense(x, p["q_kernel"], precision).reshape(B, T, H, K) * (K**-0.5)
-    k = _dense(x, p["k_kernel"], precision).reshape(B, T, H, K)
-    v = _dense(x, p["v_kernel"], precision).reshape(B, T, H, V)
+
+    def heads(y: jax.Array, d: int) -> jax.Array:  # (B, T, H*d) -> (H, B, T, d)
+        return y.reshape(B, T, H, d).transpose(2, 0, 1, 3)
+
+    q = heads(_dense(x, p["q_kernel"], precision), K) * (K**-0.5)
+    k = heads(_dense(x, p["k_kernel"], precision), K)
+    v = heads(_dense(x, p["v_kernel"], precision), V)
     basis = jnp.asarray(central_mask_basis(T, cfg.num_position_features,
                                            cfg.position_basis_length), x.dtype)
     rel_k = _dense(basis, p["rel_k_kernel"], precision).reshape(2 * T - 1, H, K)
-    content = jnp.einsum("bthk,bshk->bhts", q + p["r_w_bias"], k, precision=precision)
-    rel = jnp.einsum("bthk,rhk->bhtr", q + p["r_r_bias"], rel_k, precision=precision)
-    logits = content + relative_shift(rel)
-    w = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhts,bshv->bthv", w, v, precision=precision).reshape(B, T, H * V)
+    out = attention.relative_attention_core(
+        q + p["r_w_bias"][:, None, None, :], q + p["r_r_bias"][:, None, None, :], k, v,
+        rel_k.transpose(1, 0, 2), precision=precision)
+    out = out.transpose(1, 2, 0, 3).reshape(B, T, H * V)
     return _dense(out, p["out_kernel"], precision) + p["out_bias"]
 
 
@@ -543,8 +559,7 @@ def _unet_stage(cfg: BorzoiConfig, p: dict[str, Any], x: jax.Array, skip: jax.Ar
     s = _gelu(_batch_norm(skip, p["skip_norm"]))
     s = _dense(s, p["skip_dense"]["kernel"], precision) + p["skip_dense"]["bias"]
     h = up + s
-    D = h.shape[-1]
-    h = _conv(h, p["sep"]["depthwise"][:, None, :], precision, groups=D)
+    h = _depthwise_same(h, p["sep"]["depthwise"])
     return _dense(h, p["sep"]["pointwise"], precision) + p["sep"]["bias"]
 
 
