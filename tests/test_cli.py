@@ -2,7 +2,7 @@
 
 from click.testing import CliRunner
 
-from tests.helpers_h5 import write_chrombpnet_h5
+from helpers_h5 import write_chrombpnet_h5  # tests/ is on sys.path (pytest rootdir-less prepend)
 from veff.cli import main
 
 
