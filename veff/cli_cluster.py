@@ -9,9 +9,12 @@ one-line error wrapper are taken from there so that ``plan`` reads its inputs ex
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from veff.pipeline import ProgressFn, RunResult, RunSpec
+if TYPE_CHECKING:  # the CLI imports this module at start-up: keep jax out of it
+    from veff.pipeline import ProgressFn, RunResult, RunSpec
 
 
 def _check_cluster_spec(ctx, param, value):
