@@ -43,7 +43,7 @@ def world(tmp_path_factory):
         ("chr1", 1500, seqs["chr1"][1499], seqs["chr1"][1499] + "GATTACA"),  # insertion
         ("chr2", 20, seqs["chr2"][19], "T" if seqs["chr2"][19] != "T" else "A"),  # padded window
         ("chrUn", 5, "A", "G"),  # unknown contig
-        ("chr1", 777, "N" if False else ("A" if seqs["chr1"][776] != "A" else "C"), "G"),  # ref mismatch
+        ("chr1", 777, "A" if seqs["chr1"][776] != "A" else "C", "G"),  # ref mismatch
     ]
     def vcf(path, rs):
         with open(path, "w") as fh:
