@@ -24,10 +24,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from veff.engine import ModelScorer
 from veff.io.genome import Genome
@@ -41,7 +39,7 @@ from veff.pipeline import (
     open_run,
     score_chunks,
     scorers_for_store,
-    write_run_consensus,
+    finish_run,
 )
 from veff.store import Store
 
@@ -300,17 +298,7 @@ def run_on_cluster(
                     f"{len(failures)} of {len(todo)} chunk(s) failed, the others are written and "
                     f"marked done (fix the cause and rerun with --resume): {shown}{more}"
                 )
-        store.finalize()
-        num_ok = int(np.sum(store.root["variants"]["status"][:] == "ok"))
-        num_variants = store.num_variants
-    finally:
+    except BaseException:
         store.close()
-    groups = write_run_consensus(spec, len(handles))
-    return RunResult(
-        out=Path(spec.out),
-        num_variants=num_variants,
-        num_ok=num_ok,
-        chunks_scored=len(todo),
-        seconds=time.perf_counter() - t0,
-        consensus_groups=groups,
-    )
+        raise
+    return finish_run(spec, store, len(handles), len(todo), t0)

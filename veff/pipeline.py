@@ -360,20 +360,27 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
     try:
         todo = store.pending_chunks()
         score_chunks(store, genome, scorers, todo, progress)
+    except BaseException:
+        store.close()
+        raise
+    return finish_run(spec, store, len(handles), len(todo), t0)
+
+
+def finish_run(spec: RunSpec, store: Store, num_models: int, chunks_scored: int, t0: float) -> RunResult:
+    """Every chunk is done: mark the store complete, release it, write the consensus."""
+    try:
         store.finalize()
-        status = store.root["variants"]["status"][:]
-        num_ok = int(np.sum(status == "ok"))
+        num_ok = int(np.sum(store.root["variants"]["status"][:] == "ok"))
         num_variants = store.num_variants
     finally:
         store.close()
-    groups = write_run_consensus(spec, len(handles))
     return RunResult(
         out=Path(spec.out),
         num_variants=num_variants,
         num_ok=num_ok,
-        chunks_scored=len(todo),
+        chunks_scored=chunks_scored,
         seconds=time.perf_counter() - t0,
-        consensus_groups=groups,
+        consensus_groups=write_run_consensus(spec, num_models),
     )
 
 
