@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import zarr
 
+from helpers_store import arrays, assert_same_store  # noqa: F401
 from veff.checkpoint import save_checkpoint
 from veff.engine import ScoreOptions
 from veff.models import bpnet
@@ -60,32 +61,6 @@ def make_world(d, num: int, seed: int = 13):
             fh.write(f"{c}\t{p}\tv{j}\t{r}\t{a}\t.\t.\t.\n")
     save_checkpoint(d / "tiny", arch="bpnet", config=CFG.to_dict(), params=bpnet.init(CFG, jax.random.key(5)),
                     metadata={"name": "tiny"})
-
-
-def arrays(path) -> dict[str, np.ndarray]:
-    out = {}
-
-    def walk(group, prefix):
-        for name, node in group.members():
-            if isinstance(node, zarr.Array):
-                out[prefix + name] = node[...]
-            else:
-                walk(node, prefix + name + "/")
-
-    walk(zarr.open_group(str(path), mode="r"), "")
-    return out
-
-
-def assert_same_store(a, b):
-    """Every array of the two stores equal, bitwise (NaN payloads included)."""
-    x, y = arrays(a), arrays(b)
-    assert sorted(x) == sorted(y)
-    for name in x:
-        assert x[name].dtype == y[name].dtype and x[name].shape == y[name].shape, name
-        if x[name].dtype.kind == "f":
-            assert np.array_equal(x[name].view(np.uint32), y[name].view(np.uint32)), name
-        else:
-            assert np.array_equal(x[name], y[name]), name
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
+from helpers_store import arrays, assert_same_store  # noqa: F401
 from veff.checkpoint import save_checkpoint
 from veff.cli_cluster import register
 from veff.engine import ScoreOptions
@@ -60,31 +61,6 @@ def cli():
         return r
 
     return invoke
-
-
-def arrays(path) -> dict[str, np.ndarray]:
-    out = {}
-
-    def walk(group, prefix):
-        for name, node in group.members():
-            if isinstance(node, zarr.Array):
-                out[prefix + name] = node[...]
-            else:
-                walk(node, prefix + name + "/")
-
-    walk(zarr.open_group(str(path), mode="r"), "")
-    return out
-
-
-def assert_same_store(a, b):
-    x, y = arrays(a), arrays(b)
-    assert sorted(x) == sorted(y)
-    for name in x:
-        assert x[name].dtype == y[name].dtype and x[name].shape == y[name].shape, name
-        if x[name].dtype.kind == "f":
-            assert np.array_equal(x[name].view(np.uint32), y[name].view(np.uint32)), name
-        else:
-            assert np.array_equal(x[name], y[name]), name
 
 
 def plan_args(world, out, partitions):
