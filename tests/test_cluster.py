@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import zarr
 
-from helpers_store import arrays, assert_same_store  # noqa: F401
+from helpers_store import assert_same_store
 from veff.checkpoint import save_checkpoint
 from veff.engine import ScoreOptions
 from veff.models import bpnet

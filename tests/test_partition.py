@@ -13,7 +13,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from helpers_store import arrays, assert_same_store  # noqa: F401
+from helpers_store import assert_same_store
 from veff.checkpoint import save_checkpoint
 from veff.cli_cluster import register
 from veff.engine import ScoreOptions
