@@ -254,6 +254,7 @@ def _profile_reducer(handle: ModelHandle, options: ScoreOptions, peak_counts):
         s for s, info in profile.STAT_INFO.items() if peak_counts is not None or not info.needs_peaks
     ]
     stats = _select(options.stats, available, handle.name, profile.STAT_INFO)
+
     def reduce(parts: list[dict], ref_len, alt_len, shift, sorted_peaks) -> dict[str, Any]:
         if len(parts) == 4:
             ref = profile.rc_average(parts[0], parts[2])
