@@ -171,22 +171,24 @@ def xla_flops(jitted: Callable, *args) -> float | None:
     multiply-add in dots and convolutions; None if the backend reports none). Read from the
     lowered module, so nothing is compiled again.
 
-    Counted for the *unblocked* relative attention: XLA counts a loop body once, not once
+    Counted for the *unblocked* relative attention and the untiled Enformer stem: XLA counts
+    a loop body once, not once
     per trip, so the query-blocked attention (``veff.models.attention.QUERY_BLOCK``) would
     be undercounted. The unblocked form is the same basis the figures used before blocking;
     it counts the full (L, 2L-1) positional GEMM, of which the blocked form runs ~(L+Q)/2L.
     """
     import jax
 
-    from veff.models import attention
+    from veff.models import attention, enformer
 
     fn = getattr(jitted, "__wrapped__", jitted)
-    saved = attention.QUERY_BLOCK
-    attention.QUERY_BLOCK = sys.maxsize
+    saved = attention.QUERY_BLOCK, enformer.STEM_TILE
+    # Enformer's stem runs in tiles under lax.map too: count it untiled for the same reason.
+    attention.QUERY_BLOCK = enformer.STEM_TILE = sys.maxsize
     try:  # a fresh jit, so the trace is not a cached (blocked) one
         lowered = jax.jit(lambda *a: fn(*a)).lower(*args)
     finally:
-        attention.QUERY_BLOCK = saved
+        attention.QUERY_BLOCK, enformer.STEM_TILE = saved
     try:
         cost = lowered.cost_analysis()
     except Exception:  # noqa: BLE001 - some backends only analyse compiled modules

@@ -271,3 +271,22 @@ def test_engine_pair_step_matches_full_step(tmp_path):
     assert inc.keys() == full.keys() and len(inc) > 0
     for k in full:  # scores are ALT − REF reductions of O(1) tracks, up to ~1e-3 here
         np.testing.assert_allclose(inc[k], full[k], rtol=0, atol=1e-5)
+
+
+def test_enformer_stem_in_tiles_equals_the_untiled_stem(monkeypatch):
+    """The stem runs in tiles of STEM_TILE positions (cache-sized) with its conv halo taken
+    from the padded input; any tiling gives the untiled result."""
+    import sys
+
+    cfg = enformer.EnformerConfig.tiny()
+    params = _random_params(enformer.abstract_params(cfg), seed=3)
+    x = jnp.asarray(np.eye(4, dtype=np.float32)[np.random.default_rng(0).integers(0, 4, (1, cfg.window_len))])
+    with jax.default_matmul_precision("highest"):
+        monkeypatch.setattr(enformer, "STEM_TILE", sys.maxsize)
+        whole = enformer.apply(params, x, config=cfg, return_intermediates=True)
+        monkeypatch.setattr(enformer, "STEM_TILE", 736)
+        assert enformer._stem_tile(cfg.window_len) < cfg.window_len  # really tiled
+        tiled = enformer.apply(params, x, config=cfg, return_intermediates=True)
+    for key in ("stem", "tracks"):
+        scale = float(jnp.abs(whole[key]).max())
+        assert float(jnp.abs(tiled[key] - whole[key]).max()) <= 1e-5 * scale, key
