@@ -353,4 +353,3 @@ def test_converter_is_strict(tmp_path):
 
     with pytest.raises(ConvertError, match="tf_table|1536"):
         conv.read(tmp_path / "bad.pt", window_len=cfg.window_len, use_tf_gamma=True)
-
