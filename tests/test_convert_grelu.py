@@ -15,7 +15,6 @@ their attention layers, which is exactly gReLU's computation.
 from __future__ import annotations
 
 import collections
-import math
 import re
 
 import jax
@@ -25,6 +24,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ep = pytest.importorskip("enformer_pytorch")
 
+from helpers_torch import rerandomise  # noqa: E402
 from veff.checkpoint import save_checkpoint  # noqa: E402
 from veff.convert import enformer_pytorch as efp  # noqa: E402
 from veff.convert import grelu  # noqa: E402
@@ -38,30 +38,6 @@ REL_TOL = 1e-5
 
 
 # ----------------------------------------------------------------------------- helpers
-def _rerandomise(model: torch.nn.Module, seed: int) -> None:
-    """Draw every parameter and BN statistic again (init leaves to_out at 0, BN at (0, 1))."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            owner = model.get_submodule(name.rsplit(".", 1)[0])
-            leaf = name.rsplit(".", 1)[1]
-            if isinstance(owner, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)):
-                new = (torch.rand(p.shape, generator=g) + 0.5 if leaf == "weight"
-                       else 0.1 * torch.randn(p.shape, generator=g))
-            elif leaf == "weight":
-                new = torch.randn(p.shape, generator=g) / math.sqrt(int(np.prod(p.shape[1:])))
-            elif leaf in ("rel_content_bias", "rel_pos_bias"):
-                new = 0.5 * torch.randn(p.shape, generator=g)
-            else:
-                new = 0.1 * torch.randn(p.shape, generator=g)
-            p.copy_(new)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + 1.5 * torch.rand(b.shape, generator=g))
-
-
 def _onehot(length: int, seed: int, batch: int = 2) -> np.ndarray:
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, 4, (batch, length))
@@ -212,7 +188,7 @@ def enformer_torch():
         num_downsamples=cfg.num_downsamples, dim_divisible_by=cfg.dim_divisible_by,
         output_heads=cfg.heads_dict, target_length=cfg.output_len, use_tf_gamma=False,
     ).eval()
-    _rerandomise(model, seed=5)
+    rerandomise(model, seed=5)
     x = _onehot(cfg.window_len, seed=6)
     with torch.no_grad():
         want = model(torch.from_numpy(x))["human"].numpy()
@@ -317,7 +293,7 @@ def _torch_borzoi(cfg: bz.BorzoiConfig):
                                             kernel_size=1)
         m.human_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("human"), 1)
     m.to_empty(device="cpu")
-    _rerandomise(m, seed=13)
+    rerandomise(m, seed=13)
     T = cfg.window_len // 128
     for mod in m.modules():
         if type(mod).__name__ == "Attention":

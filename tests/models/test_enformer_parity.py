@@ -9,7 +9,6 @@ veff's converter from a saved state dict. Per block: max|veff − torch| <= 1e-5
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -18,8 +17,14 @@ torch = pytest.importorskip("torch")
 ep = pytest.importorskip("enformer_pytorch")
 pytest.importorskip("enformer_pytorch.modeling_enformer")
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers_torch import rerandomise  # noqa: E402
 
 from veff.checkpoint import flatten, load_checkpoint  # noqa: E402
 from veff.convert import enformer_pytorch as conv  # noqa: E402
@@ -44,26 +49,7 @@ def torch_model(cfg: EnformerConfig, *, use_tf_gamma: bool, seed: int = 0):
         num_downsamples=cfg.num_downsamples, dim_divisible_by=cfg.dim_divisible_by,
         output_heads=cfg.heads_dict, target_length=cfg.output_len, use_tf_gamma=use_tf_gamma,
     ).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            owner = model.get_submodule(name.rsplit(".", 1)[0])
-            leaf = name.rsplit(".", 1)[1]
-            if isinstance(owner, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)):
-                new = (torch.rand(p.shape, generator=g) + 0.5 if leaf == "weight"
-                       else 0.1 * torch.randn(p.shape, generator=g))
-            elif leaf == "weight":  # conv / linear / attention-pool / to_out: N(0, 1/fan_in)
-                new = torch.randn(p.shape, generator=g) / math.sqrt(int(np.prod(p.shape[1:])))
-            elif leaf in ("rel_content_bias", "rel_pos_bias"):
-                new = 0.5 * torch.randn(p.shape, generator=g)
-            else:
-                new = 0.1 * torch.randn(p.shape, generator=g)
-            p.copy_(new)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + 1.5 * torch.rand(b.shape, generator=g))
+    rerandomise(model, seed + 1)
     return model
 
 
