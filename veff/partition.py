@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import os
 import time
@@ -43,7 +41,7 @@ from veff.pipeline import (
     scorers_for_store,
     write_run_consensus,
 )
-from veff.store import Store, StoreError
+from veff.store import Store, StoreError, take_lock
 
 PLAN_FILE = "plan.json"
 
@@ -185,19 +183,9 @@ def open_unlocked(path: str | os.PathLike) -> Store:
 def shared_writer(path: str | os.PathLike) -> Iterator[Store]:
     """The store opened by one of several partition writers: ``.veff.lock`` held shared."""
     store = open_unlocked(path)
-    lock_path = store.path / ".veff.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = take_lock(store.path, shared=True, busy="is being written as a whole by {holder}; "
+                   "wait for it to finish or stop it before running partitions")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                holder = lock_path.read_text().strip() or "another process"
-                raise StoreError(
-                    f"{store.path} is being written as a whole by {holder}; wait for it to "
-                    "finish or stop it before running partitions"
-                ) from None
-            raise
         yield store
     finally:
         os.close(fd)  # releases the flock

@@ -151,19 +151,8 @@ class Store:
     # ------------------------------------------------------------------ exclusivity
     def lock(self) -> None:
         """Hold an exclusive lock for the life of this process (released even on kill -9)."""
-        lock_path = self.path / ".veff.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                holder = lock_path.read_text().strip() or "another process"
-                raise StoreError(
-                    f"{self.path} is being written by {holder}; wait for it to finish "
-                    "or stop it before resuming"
-                ) from None
-            raise
+        fd = take_lock(self.path, shared=False, busy="is being written by {holder}; wait for it "
+                       "to finish or stop it before resuming")
         os.ftruncate(fd, 0)
         os.write(fd, f"veff pid {os.getpid()} on {os.uname().nodename}".encode())
         self._lock_fd = fd
@@ -335,6 +324,24 @@ class Store:
             # zarr warns that consolidated metadata is not in the v3 spec; xarray reads it.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(self.path))
+
+
+def take_lock(path: str | os.PathLike, *, shared: bool, busy: str) -> int:
+    """Take the store's ``.veff.lock`` without waiting: exclusive for a whole-store writer,
+    shared for one of several partition writers. Returns the descriptor that holds it (closing
+    it, or the process ending, releases it). ``busy`` completes the refusal message and may
+    name ``{holder}``, the last exclusive writer."""
+    lock_path = Path(path) / ".veff.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            holder = lock_path.read_text().strip() or "another process"
+            raise StoreError(f"{path} " + busy.format(holder=holder)) from None
+        raise
+    return fd
 
 
 def _blocks(items: Iterable[Variant], size: int) -> Iterator[list[Variant]]:
