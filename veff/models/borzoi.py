@@ -498,25 +498,12 @@ def _depthwise_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def central_mask_basis(seq_len: int, num_features: int, basis_len: int | None = None,
-                       ) -> np.ndarray:
-    """(2T-1, F) float32 relative-position features for distances -(T-1)..T-1.
-
-    Widths are computed in float32 as baskerville does (pow_rate cast to float32, then
-    raised); ``basis_len`` is baskerville's ``seqlen_train`` (default: ``seq_len``).
-    """
-    half = num_features // 2
-    s = seq_len if basis_len is None else basis_len
-    pow_rate = np.float32(np.exp(np.log(s + 1) / half))
-    widths = np.power(pow_rate, np.arange(1, half + 1, dtype=np.float32)) - np.float32(1)
-    d = np.arange(-seq_len + 1, seq_len, dtype=np.float32)
-    mask = (widths[None, :] > np.abs(d)[:, None]).astype(np.float32)
-    return np.concatenate([mask, np.sign(d)[:, None] * mask], axis=-1)
-
-
-def relative_shift(x: jax.Array) -> jax.Array:
-    """(..., T, 2T-1) logits over distances -(T-1)..T-1 -> (..., T, T) with
-    out[i, j] = x[i, j - i + T - 1] (see :func:`veff.models.attention.relative_shift`)."""
-    return attention.relative_shift(x)
+                       ) -> jax.Array:
+    """(2T-1, F) float32 relative-position features for distances -(T-1)..T-1: Borzoi's
+    central masks (widths in float32, as baskerville computes them) and their signed copies.
+    ``basis_len`` is baskerville's ``seqlen_train`` (default: ``seq_len``)."""
+    return attention.positional_basis(
+        seq_len, num_features, [attention.central_mask_geometric_basis], basis_seq_len=basis_len)
 
 
 def _attention(cfg: BorzoiConfig, p: dict[str, jax.Array], x: jax.Array, precision,
