@@ -303,13 +303,16 @@ def ratio_line(label: str, veff: float, peer: float, targets: dict[str, float]) 
 
 def long_context_bench(*, label: str, torch_model, ckpt: Path, torch_forward, workdir: Path,
                        num_variants: int, bf16: bool, analytic_flops: float | None,
-                       seed: int = 0) -> None:
+                       seed: int = 0, extra_peers: tuple = ()) -> None:
     """Enformer/Borzoi: REF+ALT per variant, no RC, veff vs a PyTorch peer on the same
     converted weights and the same windows; prints s/variant for both and the ratio, and
     veff's forward rate against JAX's fp32 GEMM rate.
 
     ``torch_forward(model, x)`` maps a (B, L, 4) float one-hot tensor to (B, P, T) tracks.
-    ``analytic_flops``: FLOPs of one full forward from the reference notes (None: XLA's)."""
+    ``analytic_flops``: FLOPs of one full forward from the reference notes (None: XLA's).
+    ``extra_peers``: (label, run) pairs, fp32 only; ``run(variants, windows)`` scores the
+    same SNVs its own way and returns (total seconds, (N, T) SUM = sum_p ALT - sum_p REF on
+    veff's windows, max |sum_p REF|, how it ran)."""
     import torch
 
     from veff.engine import ModelScorer, ScoreOptions
@@ -363,22 +366,33 @@ def long_context_bench(*, label: str, torch_model, ckpt: Path, torch_forward, wo
                 total += time.perf_counter() - t
                 diffs.append(y[1].sum(0) - y[0].sum(0))
                 ref_sums.append(y[0].sum(0))
-        sec = total / len(variants)
-        peer_sum = np.stack(diffs)
-        err = float(np.max(np.abs(peer_sum - sums["fp32"])))
-        scale = float(np.max(np.abs(peer_sum)))
-        ref_scale = float(np.max(np.abs(np.stack(ref_sums))))
-        print(f"\n{label} {prec}: {sec:.2f} s/variant (REF+ALT as one batch of 2, 1 run, "
-              f"torch {'autocast bf16' if prec == 'bf16' else 'fp32'}); "
-              f"{2 * (analytic_flops or full) / sec / 1e9:.1f} GFLOP/s")
-        # SUM = sum_p ALT - sum_p REF cancels: fp32 rounding of the two sums (~1e-7 of
-        # their size per add) is the floor of this difference, not the SUM itself.
-        print(f"  same weights check: max |SUM veff fp32 - SUM {label} {prec}| = {err:.3g} "
-              f"= {err / ref_scale:.1e} of max |sum_p REF| ({ref_scale:.3g}); max |SUM| "
-              f"{scale:.3g}")
-        print(f"{prec}: veff/{label} speed = {sec / v_sec[prec]:.2f}x "
-              f"(s/variant {v_sec[prec]:.2f} vs {sec:.2f})")
+        _peer_report(label, prec, total / len(variants), np.stack(diffs),
+                     float(np.max(np.abs(np.stack(ref_sums)))), sums["fp32"], v_sec[prec],
+                     2 * (analytic_flops or full),
+                     f"REF+ALT as one batch of 2, 1 run, torch "
+                     f"{'autocast bf16' if prec == 'bf16' else 'fp32'}")
+    for peer_label, run_peer in extra_peers:
+        total, peer_sum, ref_scale, how = run_peer(variants, windows)
+        _peer_report(peer_label, "fp32", total / len(variants), peer_sum, ref_scale,
+                     sums["fp32"], v_sec["fp32"], 2 * (analytic_flops or full), how)
     if bf16 and not {"avx512_bf16", "amx_bf16"} & cpu_flags():
         print("note: this CPU has neither AVX512-BF16 nor AMX: torch's oneDNN has no fast bf16 "
               "kernel here (see the bf16 GEMM rates above); an AMX CPU would change the "
               "torch bf16 figure, XLA's CPU backend does not use AMX.")
+
+
+def _peer_report(label: str, prec: str, sec: float, peer_sum: np.ndarray, ref_scale: float,
+                 veff_sum: np.ndarray, veff_sec: float, flops_per_variant: float,
+                 how: str) -> None:
+    """A peer's s/variant, its same-weights check against veff's fp32 SUM and the ratio."""
+    err = float(np.max(np.abs(peer_sum - veff_sum)))
+    scale = float(np.max(np.abs(peer_sum)))
+    print(f"\n{label} {prec}: {sec:.2f} s/variant ({how}); "
+          f"{flops_per_variant / sec / 1e9:.1f} GFLOP/s")
+    # SUM = sum_p ALT - sum_p REF cancels: fp32 rounding of the two sums (~1e-7 of their
+    # size per add) is the floor of this difference, not the SUM itself.
+    print(f"  same weights check: max |SUM veff fp32 - SUM {label} {prec}| = {err:.3g} "
+          f"= {err / ref_scale:.1e} of max |sum_p REF| ({ref_scale:.3g}); max |SUM| "
+          f"{scale:.3g}")
+    print(f"{prec}: veff/{label} speed = {sec / veff_sec:.2f}x "
+          f"(s/variant {veff_sec:.2f} vs {sec:.2f})")

@@ -77,7 +77,7 @@ _ENFORMER_TO_GRELU = [
 ]
 
 
-def _enformer_grelu_state(model) -> collections.OrderedDict:
+def enformer_grelu_state(model) -> collections.OrderedDict:
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith("_heads.mouse")}
     sd = efp.canonical_keys({k: v.numpy() for k, v in sd.items()}, "test")  # no _trunk.*
     sd = {k: torch.from_numpy(v) for k, v in sd.items()}
@@ -196,7 +196,7 @@ def enformer_torch():
     return cfg, model, x, want, crop
 
 
-def _enformer_params(cfg, crop, **kw):
+def enformer_grelu_params(cfg, crop, **kw):
     return {"model_type": "EnformerModel", "n_tasks": cfg.heads_dict["human"],
             "n_conv": cfg.num_downsamples, "channels": cfg.dim, "n_transformers": cfg.depth,
             "n_heads": cfg.heads, "key_len": cfg.attn_dim_key, "crop_len": crop,
@@ -207,7 +207,7 @@ def test_enformer_ckpt_matches_torch(tmp_path, enformer_torch):
     cfg, model, x, want, crop = enformer_torch
     n = cfg.heads_dict["human"]
     path = tmp_path / "human.ckpt"
-    torch.save(_lightning(_enformer_grelu_state(model), _enformer_params(cfg, crop),
+    torch.save(_lightning(enformer_grelu_state(model), enformer_grelu_params(cfg, crop),
                           _tasks(n), cfg.window_len), path)
     with pytest.raises(Exception):  # the file really needs the numpy allowance
         torch.load(path, weights_only=True)
@@ -226,11 +226,11 @@ def test_enformer_ckpt_matches_torch(tmp_path, enformer_torch):
 
 def test_enformer_strict_and_unsupported_heads(tmp_path, enformer_torch):
     cfg, model, _, _, crop = enformer_torch
-    state = _enformer_grelu_state(model)
+    state = enformer_grelu_state(model)
 
     def read(st=state, mp=None, tp=None, tasks=None, **kw):
         p = tmp_path / "m.ckpt"
-        torch.save(_lightning(st, mp or _enformer_params(cfg, crop), tasks, cfg.window_len,
+        torch.save(_lightning(st, mp or enformer_grelu_params(cfg, crop), tasks, cfg.window_len,
                               tp), p)
         return grelu.read(p, **kw)
 
@@ -246,11 +246,11 @@ def test_enformer_strict_and_unsupported_heads(tmp_path, enformer_torch):
     assert "missing 2" in str(e.value) and "transformer/1/attn/to_q/kernel" in str(e.value)
     assert "final/conv/bias" in str(e.value)
     with pytest.raises(ConvertError, match="pools the output"):
-        read(mp=_enformer_params(cfg, crop, final_pool_func="avg"))
+        read(mp=enformer_grelu_params(cfg, crop, final_pool_func="avg"))
     with pytest.raises(ConvertError, match=r"exp\(softplus\(linear\)\).*apply_task_activation"):
         read(tp={"task": "regression", "loss": "poisson"})
     with pytest.raises(ConvertError, match=r"sigmoid\(linear\)"):
-        read(mp=_enformer_params(cfg, crop, final_act_func=None), tp={"task": "binary"})
+        read(mp=enformer_grelu_params(cfg, crop, final_act_func=None), tp={"task": "binary"})
     with pytest.raises(ConvertError, match="model_type 'ConvGRUModel'"):
         read(mp={"model_type": "ConvGRUModel"})
     with pytest.raises(ConvertError, match="3 tasks in data_params but the head has 11"):
