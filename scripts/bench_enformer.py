@@ -89,7 +89,7 @@ def main() -> None:
 
 def grelu_peer(model, cfg, workdir: Path):
     """gReLU's ``predict_variant_effects`` on ``model``'s weights: returns the
-    ``run(variants)`` that ``long_context_bench`` calls for an extra peer."""
+    ``run(variants, windows)`` that ``long_context_bench`` calls for an extra peer."""
     import os
     import time
 
