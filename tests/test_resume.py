@@ -52,34 +52,65 @@ def _arrays(path):
     return out
 
 
-def test_kill_then_resume_is_bitwise_identical(world, tmp_path):
-    ref_out = tmp_path / "full.zarr"
-    subprocess.run(_cmd(world, ref_out), check=True, timeout=600)
+NUM_CHUNKS = -(-len(range(200, 19800, 31)) // 16)
 
-    out = tmp_path / "killed.zarr"
-    proc = subprocess.Popen(_cmd(world, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+@pytest.fixture(scope="module")
+def reference(world, tmp_path_factory):
+    """An uninterrupted run of the same command."""
+    out = tmp_path_factory.mktemp("reference") / "full.zarr"
+    subprocess.run(_cmd(world, out), check=True, timeout=600)
+    return out
+
+
+def _start_and_signal(world, out, sig) -> tuple[subprocess.Popen, str]:
+    """Start a run, send ``sig`` once 3 chunks are done; returns the process and stderr."""
+    proc = subprocess.Popen(_cmd(world, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     done = out / "_veff" / "done"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if done.is_dir() and len(list(done.iterdir())) >= 3:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = {p.name for p in done.iterdir() if not p.name.endswith(".wip")}
-    total = len(range(200, 19800, 31))
-    num_chunks = -(-total // 16)
-    assert 3 <= len(finished) < num_chunks
+    assert proc.poll() is None, "the run finished before it could be signalled; make it longer"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc, err
 
-    # a second writer is refused while the first holds the store, and allowed after
+
+def _resume_matches(world, out, reference):
     r = subprocess.run(_cmd(world, out, "--resume"), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    a, b = _arrays(ref_out), _arrays(out)
+    a, b = _arrays(reference), _arrays(out)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert "m/logfc_pval" in " ".join(a)
+
+
+def test_kill_then_resume_is_bitwise_identical(world, tmp_path, reference):
+    out = tmp_path / "killed.zarr"
+    _start_and_signal(world, out, signal.SIGKILL)
+    finished = {p.name for p in (out / "_veff" / "done").iterdir() if not p.name.endswith(".wip")}
+    assert 3 <= len(finished) < NUM_CHUNKS
+    _resume_matches(world, out, reference)
+
+
+def test_sigterm_stops_cleanly_then_resume_is_bitwise_identical(world, tmp_path, reference):
+    """A scheduler's SIGTERM: the chunk in flight is written and marked done, the lock is
+    released, exit status 143 with one line on stderr saying how to finish."""
+    out = tmp_path / "terminated.zarr"
+    proc, err = _start_and_signal(world, out, signal.SIGTERM)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("veff: stopped by SIGTERM after "), err
+    assert "--resume" in lines[-1] and "Traceback" not in err
+    done = sorted(p.name for p in (out / "_veff" / "done").iterdir())
+    assert not [d for d in done if d.endswith(".wip")]
+    assert 3 <= len(done) < NUM_CHUNKS
+    assert f"after {len(done)} of {NUM_CHUNKS} chunk(s)" in lines[-1]
+    _resume_matches(world, out, reference)
 
 
 def test_second_writer_refused(world, tmp_path):

@@ -13,6 +13,7 @@ import sys
 import click
 
 from veff.cli_cluster import cluster_option as _cluster_option
+from veff.signals import Interrupted, stop_requests
 
 
 _EXTRAS = {"h5py": "convert", "pandas": "export", "pyarrow": "export", "dask": "cluster",
@@ -45,6 +46,9 @@ def _one_line_errors(fn):
             return fn(*args, **kwargs)
         except click.exceptions.Exit:
             raise
+        except Interrupted as exc:  # a clean stop on SIGTERM/SIGINT: 128 + signal, as shells do
+            click.echo(f"veff: {exc}", err=True)
+            sys.exit(128 + exc.signum)
         except Exception as exc:  # noqa: BLE001 - filtered right below
             if not _is_user_error(exc) or os.environ.get("VEFF_DEBUG"):
                 raise
@@ -197,7 +201,8 @@ def score(quiet, cluster, **options):
 
             result = run_on_cluster(spec, cluster, progress=update)
         else:
-            result = run(spec, progress=update)
+            with stop_requests() as stop:
+                result = run(spec, progress=update, stop=stop)
     click.echo(
         f"{result.out}: {result.num_variants} rows ({result.num_ok} ok), "
         f"{result.chunks_scored} chunk(s) scored in {result.seconds:.1f} s"

@@ -77,9 +77,10 @@ def register(group: click.Group) -> None:
         """Score partition INDEX of STORE (made by plan); done chunks are skipped."""
         from veff.partition import run_partition
         from veff.progress import progress_bar
+        from veff.signals import stop_requests
 
-        with progress_bar(f"partition {index}", disable=quiet) as update:
-            result = run_partition(store, index, progress=update)
+        with stop_requests() as stop, progress_bar(f"partition {index}", disable=quiet) as update:
+            result = run_partition(store, index, progress=update, stop=stop)
         click.echo(
             f"{store}: {result.partition.describe()}: {result.chunks_scored} chunk(s) scored "
             f"in {result.seconds:.1f} s",

@@ -41,6 +41,7 @@ from veff.pipeline import (
     scorers_for_store,
     write_run_consensus,
 )
+from veff.signals import Interrupted, StopRequest
 from veff.store import Store, StoreError, take_lock
 
 PLAN_FILE = "plan.json"
@@ -227,9 +228,11 @@ def plan(spec: RunSpec, num_partitions: int) -> Plan:
 
 
 def run_partition(
-    path: str | os.PathLike, index: int, progress: ProgressFn | None = None
+    path: str | os.PathLike, index: int, progress: ProgressFn | None = None,
+    stop: StopRequest | None = None,
 ) -> PartitionResult:
-    """Score the chunks of partition ``index`` that are not done yet (safe to rerun)."""
+    """Score the chunks of partition ``index`` that are not done yet (safe to rerun).
+    ``stop``: as for ``veff.pipeline.score_chunks``."""
     t0 = time.perf_counter()
     with shared_writer(path) as store:
         part = read_plan(store)[index]
@@ -238,7 +241,11 @@ def run_partition(
             genome, scorers = load_scorers(store, spec_from_store(store))
             # score_chunks reports against the whole store; the bar is for this partition.
             update = None if progress is None else (lambda n, _total: progress(n, part.num_variants))
-            score_chunks(store, genome, scorers, todo, update)
+            try:
+                score_chunks(store, genome, scorers, todo, update, stop)
+            except Interrupted as exc:
+                exc.rerun = "run the same command again to finish this partition"
+                raise
         return PartitionResult(part, len(todo), time.perf_counter() - t0)
 
 

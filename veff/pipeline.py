@@ -23,6 +23,7 @@ from veff.io.genome import Genome
 from veff.io.vcf import read_variants
 from veff.io.windows import WindowBatch, build_windows
 from veff.models.base import ModelHandle
+from veff.signals import Interrupted, StopRequest
 from veff.store import Store, StoreError
 from veff.types import Status, Variant
 
@@ -309,12 +310,16 @@ def score_chunks(
     scorers: list[ModelScorer],
     chunks: Sequence[int],
     progress: ProgressFn | None = None,
+    stop: StopRequest | None = None,
 ) -> None:
     """Score ``chunks`` for every model, writing each chunk then marking it done.
 
     Three stages overlap: a thread builds the windows two chunks ahead, the device scores
     the current chunk, and a writer thread writes the previous chunk's regions and then its
-    done marker (a marker is only ever written after all of its chunk's regions)."""
+    done marker (a marker is only ever written after all of its chunk's regions).
+
+    ``stop`` (see veff.signals): once set, no new chunk is started; the ones scored are
+    written and marked done, then :class:`~veff.signals.Interrupted` is raised."""
     lengths = [s.handle.window_len for s in scorers]
     nulls = {s.handle.name: load_nulls(store, s) for s in scorers}
 
@@ -331,7 +336,11 @@ def score_chunks(
     ):
         pending = [reader.submit(_windows_for_chunk, store, genome, c, lengths) for c in chunks[:2]]
         written: cf.Future | None = None
+        started = 0
         for i, chunk in enumerate(chunks):
+            if stop is not None and stop.is_set():
+                break
+            started += 1
             start, variants, windows = pending[i].result()
             if i + 2 < len(chunks):
                 pending.append(reader.submit(_windows_for_chunk, store, genome, chunks[i + 2], lengths))
@@ -350,16 +359,19 @@ def score_chunks(
             written = writer.submit(write, start, chunk, results, len(variants))
         if written is not None:
             written.result()
+    if started < len(chunks):
+        raise Interrupted(stop.signum, started, len(chunks))
 
 
-def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
+def run(spec: RunSpec, progress: ProgressFn | None = None,
+        stop: StopRequest | None = None) -> RunResult:
     t0 = time.perf_counter()
     genome = Genome(spec.genome)
     handles = load_handles(spec.models)
     store, scorers = open_run(spec, genome, handles)
     try:
         todo = store.pending_chunks()
-        score_chunks(store, genome, scorers, todo, progress)
+        score_chunks(store, genome, scorers, todo, progress, stop)
     except BaseException:
         store.close()
         raise
