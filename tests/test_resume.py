@@ -106,6 +106,8 @@ def test_sigterm_stops_cleanly_then_resume_is_bitwise_identical(world, tmp_path,
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("veff: stopped by SIGTERM after "), err
     assert "--resume" in lines[-1] and "Traceback" not in err
+    assert any(ln.startswith("veff: SIGTERM received: stopping after the chunk in flight")
+               for ln in lines), err
     done = sorted(p.name for p in (out / "_veff" / "done").iterdir())
     assert not [d for d in done if d.endswith(".wip")]
     assert 3 <= len(done) < NUM_CHUNKS

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -61,6 +62,9 @@ def stop_requests() -> Iterator[StopRequest]:
         if stop.is_set():  # a second signal: stop now
             raise KeyboardInterrupt
         stop.set(signum)
+        sys.stderr.write(f"\nveff: {signal.Signals(signum).name} received: stopping after the "
+                         "chunk in flight (send it again to stop at once)\n")
+        sys.stderr.flush()
 
     previous = {s: signal.signal(s, handler) for s in HANDLED}
     try:
