@@ -134,3 +134,37 @@ def test_more_partitions_than_chunks_leaves_empty_ones(world, tmp_path):
     assert [c for p in plan.partitions for c in p.chunks] == list(range(10))
     with pytest.raises(ValueError, match="≥ 1"):
         make_plan(store, 0)
+
+
+def test_a_stop_request_ends_a_partition_after_whole_chunks(world, cli, tmp_path):
+    """``run_partition(stop=...)``: a stop requested while a chunk is being scored lets the
+    started chunks finish and be marked done, then raises Interrupted saying how to finish;
+    running the partition again completes the same store."""
+    import signal
+
+    from veff.partition import run_partition
+    from veff.signals import Interrupted, StopRequest
+
+    out = tmp_path / "stop.zarr"
+    cli(*plan_args(world, out, 1))
+    stop = StopRequest()
+
+    def progress(_rows, _total):  # called once a chunk is written and marked done
+        stop.set(signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as info:
+        run_partition(out, 0, progress=progress, stop=stop)
+    exc = info.value
+    done = [p for p in (out / "_veff" / "done").iterdir() if not p.name.endswith(".wip")]
+    assert 1 <= exc.chunks_done == len(done) < exc.chunks_todo == 10
+    assert str(exc).startswith(f"stopped by SIGTERM after {len(done)} of 10 chunk(s)")
+    assert str(exc).endswith("run the same command again to finish this partition")
+
+    preset = StopRequest()
+    preset.set(signal.SIGINT)
+    with pytest.raises(Interrupted, match=f"SIGINT after 0 of {10 - len(done)} chunk"):
+        run_partition(out, 0, stop=preset)
+
+    assert run_partition(out, 0).chunks_scored == 10 - len(done)
+    cli("finalize", out)
+    assert_same_store(world / "ref.zarr", out)
