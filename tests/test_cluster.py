@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 
 import jax
 import numpy as np
@@ -205,3 +206,24 @@ def test_missing_dask_is_one_clear_error(world, tmp_path, monkeypatch):
     with pytest.raises(ClusterError, match=r"veff\[cluster\]"):
         run_on_cluster(dataclasses.replace(spec, out=str(tmp_path / "x.zarr")), "local:1")
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_stop_request_cancels_the_rest_and_resume_completes(world, client, tmp_path):
+    """A SIGTERM to ``veff score --cluster``: the chunks not finished are cancelled at the
+    next completion, Interrupted says how to finish, and --resume gives the same store."""
+    from veff.signals import Interrupted, StopRequest
+
+    d, spec = world
+    out = tmp_path / "s.zarr"
+    stop = StopRequest()
+    with pytest.raises(Interrupted, match=r"stopped by SIGTERM after 1 of 16 chunk\(s\).*--resume"):
+        run_on_cluster(dataclasses.replace(spec, out=str(out)), dask_spec(client),
+                       lambda n, total: stop.set(signal.SIGTERM), stop=stop)
+    deadline = time.time() + 60  # tasks already running on a worker may still finish: wait
+    while any(client.processing().values()) and time.time() < deadline:
+        time.sleep(0.1)
+    done = [p for p in (out / "_veff" / "done").iterdir() if not p.name.endswith(".wip")]
+    assert 1 <= len(done) < 16
+    result = run_on_cluster(dataclasses.replace(spec, out=str(out), resume=True), dask_spec(client))
+    assert result.chunks_scored == 16 - len(done)
+    assert_same_store(d / "ref.zarr", out)

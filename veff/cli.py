@@ -195,14 +195,13 @@ def score(quiet, cluster, **options):
     from veff.progress import progress_bar
 
     spec = spec_from_options(**options)
-    with progress_bar("scoring", disable=quiet) as update:
+    with stop_requests() as stop, progress_bar("scoring", disable=quiet) as update:
         if cluster is not None:
             from veff.cli_cluster import run_on_cluster
 
-            result = run_on_cluster(spec, cluster, progress=update)
+            result = run_on_cluster(spec, cluster, progress=update, stop=stop)
         else:
-            with stop_requests() as stop:
-                result = run(spec, progress=update, stop=stop)
+            result = run(spec, progress=update, stop=stop)
     click.echo(
         f"{result.out}: {result.num_variants} rows ({result.num_ok} ok), "
         f"{result.chunks_scored} chunk(s) scored in {result.seconds:.1f} s"

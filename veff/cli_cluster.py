@@ -39,11 +39,12 @@ cluster_option = click.option(
 )
 
 
-def run_on_cluster(spec: RunSpec, cluster_spec, progress: ProgressFn | None = None) -> RunResult:
+def run_on_cluster(spec: RunSpec, cluster_spec, progress: ProgressFn | None = None,
+                   stop=None) -> RunResult:
     """What ``veff score --cluster SPEC`` calls (imports dask only now)."""
     from veff.cluster import run_on_cluster as _run
 
-    return _run(spec, cluster_spec, progress)
+    return _run(spec, cluster_spec, progress, stop=stop)
 
 
 def register(group: click.Group) -> None:

@@ -41,6 +41,7 @@ from veff.pipeline import (
     scorers_for_store,
     finish_run,
 )
+from veff.signals import Interrupted, StopRequest
 from veff.store import Store
 
 _JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster"}
@@ -247,8 +248,14 @@ def score_on_client(
     progress: ProgressFn | None = None,
     *,
     retries: int = 2,
+    stop: StopRequest | None = None,
 ) -> list[ChunkFailure]:
-    """Run one task per chunk on ``client``; wait for all of them; return the failures."""
+    """Run one task per chunk on ``client``; wait for all of them; return the failures.
+
+    ``stop`` (veff.signals): once set, the tasks not yet finished are cancelled at the next
+    completion and :class:`~veff.signals.Interrupted` is raised. A task already running on
+    a worker may still write its chunk and mark it done (Dask cannot stop a running task);
+    either way each chunk is whole or absent, so ``--resume`` stays exact."""
     distributed = _require_distributed()
     job = uuid.uuid4().hex[:8]  # a long-lived scheduler must not mistake a rerun for cached results
     futures = {
@@ -259,8 +266,10 @@ def score_on_client(
         for c in chunks
     }
     failures = []
+    finished = 0
     for fut in distributed.as_completed(list(futures)):
         chunk = futures[fut]
+        finished += 1
         if fut.status == "finished":
             rows = fut.result()
             if progress is not None and rows:
@@ -269,11 +278,15 @@ def score_on_client(
             error = fut.exception() if fut.status == "error" else ClusterError(f"task {fut.status}")
             failures.append(ChunkFailure(chunk, *store.chunk_range(chunk), error))
         fut.release()
+        if stop is not None and stop.is_set() and finished < len(futures):
+            client.cancel([f for f in futures if not f.done()])
+            raise Interrupted(stop.signum, finished, len(futures))
     return sorted(failures, key=lambda f: f.chunk)
 
 
 def run_on_cluster(
-    spec: RunSpec, cluster_spec: str | ClusterSpec, progress: ProgressFn | None = None, *, retries: int = 2
+    spec: RunSpec, cluster_spec: str | ClusterSpec, progress: ProgressFn | None = None, *,
+    retries: int = 2, stop: StopRequest | None = None,
 ) -> RunResult:
     """``veff.pipeline.run`` with the chunks scored on a Dask cluster. The store is the same,
     array for array, bit for bit."""
@@ -290,7 +303,8 @@ def run_on_cluster(
         if todo:
             config = TaskConfig(spec=spec, shas=tuple(h.sha256 for h in handles))
             with open_client(cspec) as client:
-                failures = score_on_client(client, store, config, todo, progress, retries=retries)
+                failures = score_on_client(client, store, config, todo, progress,
+                                           retries=retries, stop=stop)
             if failures:
                 shown = "; ".join(f.describe(store) for f in failures[:5])
                 more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
