@@ -48,6 +48,23 @@ def test_variants_round_trip_and_xarray(tmp_path):
     assert s["logfc"].attrs["formula"] == "log2(a/r)"
 
 
+@pytest.mark.parametrize("write_rows", [1, 8, 9, 1000])
+def test_variants_written_in_blocks_of_whole_chunks(tmp_path, monkeypatch, write_rows):
+    """The input streams into variants/ about WRITE_ROWS rows at a time, always whole
+    chunks (at least one); every block size gives the same arrays and chunk layout."""
+    import veff.store as store_module
+
+    monkeypatch.setattr(store_module, "WRITE_ROWS", write_rows)
+    store = Store.create(tmp_path / "o.zarr", _variants(23), chunk_size=4, run_config={})
+    assert store.num_variants == 23 and store.num_chunks == 6
+    assert store.root["variants"]["pos"].chunks == (4,)
+    back = store.read_variants(0, 23)
+    assert [v.pos1 for v in back] == list(range(100, 123))
+    assert [v.id for v in back] == [f"v{i}" for i in range(23)]
+    assert [v.status for v in back] == [v.status for v in _variants(23)]
+    store.close()
+
+
 def test_unwritten_scores_are_nan_and_finalize_refuses(tmp_path):
     store = _make(tmp_path)
     store.mark_done(0)

@@ -106,8 +106,12 @@ class Store:
             for name, dtype, _ in _VARIANT_COLUMNS
         }
         n = 0
+        # Whole chunks, about WRITE_ROWS rows at a time: each resize rewrites an array's
+        # metadata and each write is a round trip to zarr's event loop, so per-chunk writes
+        # spent most of the time there (32 s of 45 s per million rows, against 13 s reading).
+        rows_per_write = chunk_size * max(1, WRITE_ROWS // chunk_size)
         try:
-            for block in _blocks(variants, chunk_size):
+            for block in _blocks(variants, rows_per_write):
                 for name, dtype, get in _VARIANT_COLUMNS:
                     arr = arrays[name]
                     arr.resize((n + len(block),))
@@ -342,6 +346,9 @@ def take_lock(path: str | os.PathLike, *, shared: bool, busy: str) -> int:
             raise StoreError(f"{path} " + busy.format(holder=holder)) from None
         raise
     return fd
+
+
+WRITE_ROWS = 65_536  # rows per write while streaming the input into variants/
 
 
 def _blocks(items: Iterable[Variant], size: int) -> Iterator[list[Variant]]:
