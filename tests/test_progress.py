@@ -47,3 +47,16 @@ def test_disabled_and_no_updates_print_nothing(monkeypatch):
     with progress_bar("scoring", stream=out):
         pass
     assert out.getvalue() == ""
+
+
+def test_a_run_that_stops_short_of_the_total_still_logs_its_last_state(monkeypatch):
+    """A resumed run counts only its own rows, so it never reaches the store's total: the
+    last state is written when the run ends."""
+    monkeypatch.setenv("VEFF_PROGRESS_INTERVAL", "3600")
+    out = io.StringIO()
+    with progress_bar("scoring", stream=out) as update:
+        for _ in range(3):
+            update(10, 100)
+    lines = _lines(out)
+    assert len(lines) == 2, lines
+    assert "veff scoring: 30/100 rows (30.0 %)" in lines[-1]

@@ -27,7 +27,11 @@ def progress_bar(label: str, *, disable: bool = False,
         yield lambda done, total: None
         return
     if not stream.isatty():
-        yield _log_lines(label, stream, _interval())
+        update, finish = _log_lines(label, stream, _interval())
+        try:
+            yield update
+        finally:
+            finish()
         return
     yield from _rich_bar(label)
 
@@ -44,22 +48,28 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def _log_lines(label: str, stream: TextIO, interval: float) -> Callable[[int, int], None]:
-    """Lines such as ``veff scoring: 2,048/10,000 rows (20.5 %), 113.4 variants/s, about
-    0:01:10 left``. The rate counts from the first update on, so compilation and setup
-    before it do not drag the estimate down."""
+def _log_lines(label: str, stream: TextIO,
+               interval: float) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """(update, finish) writing lines such as ``veff scoring: 2,048/10,000 rows (20.5 %),
+    113.4 variants/s, about 0:01:10 left``. The rate counts from the first update on, so
+    compilation and setup before it do not drag the estimate down. ``finish`` writes the
+    last state if the last update was not written (a resumed run never reaches the total:
+    its rows done count only this run's)."""
     first: tuple[float, int] | None = None
     last_line = -float("inf")
     done = 0
+    unwritten: int | None = None  # the total of an update not yet written
 
-    def update(done_now: int, total: int) -> None:
-        nonlocal first, last_line, done
+    def update(done_now: int, total: int, *, force: bool = False) -> None:
+        nonlocal first, last_line, done, unwritten
         done += done_now
         now = time.monotonic()
         if first is None:
             first = (now, done)
-        if now - last_line < interval and done < total:
+        if not force and now - last_line < interval and done < total:
+            unwritten = total
             return
+        unwritten = None
         last_line = now
         t0, d0 = first
         rate = (done - d0) / (now - t0) if now > t0 and done > d0 else 0.0
@@ -70,7 +80,11 @@ def _log_lines(label: str, stream: TextIO, interval: float) -> Callable[[int, in
                      + eta + "\n")
         stream.flush()
 
-    return update
+    def finish() -> None:
+        if unwritten is not None:
+            update(0, unwritten, force=True)
+
+    return update, finish
 
 
 def _rich_bar(label: str) -> Iterator[Callable[[int, int], None]]:
