@@ -216,14 +216,14 @@ def test_stop_request_cancels_the_rest_and_resume_completes(world, client, tmp_p
     d, spec = world
     out = tmp_path / "s.zarr"
     stop = StopRequest()
-    with pytest.raises(Interrupted, match=r"stopped by SIGTERM after 1 of 16 chunk\(s\).*--resume"):
+    pattern = r"stopped by SIGTERM after \d+ of 16 chunk\(s\).*--resume"
+    with pytest.raises(Interrupted, match=pattern) as info:
         run_on_cluster(dataclasses.replace(spec, out=str(out)), dask_spec(client),
                        lambda n, total: stop.set(signal.SIGTERM), stop=stop)
-    deadline = time.time() + 60  # tasks already running on a worker may still finish: wait
-    while any(client.processing().values()) and time.time() < deadline:
-        time.sleep(0.1)
+    assert 1 <= info.value.chunks_done < 16  # the first, and the ones workers already held
+    time.sleep(1)  # a task that started while the rest was being cancelled may still finish
     done = [p for p in (out / "_veff" / "done").iterdir() if not p.name.endswith(".wip")]
-    assert 1 <= len(done) < 16
+    assert info.value.chunks_done <= len(done) < 16
     result = run_on_cluster(dataclasses.replace(spec, out=str(out), resume=True), dask_spec(client))
-    assert result.chunks_scored == 16 - len(done)
+    assert result.chunks_scored <= 16 - info.value.chunks_done
     assert_same_store(d / "ref.zarr", out)

@@ -252,10 +252,11 @@ def score_on_client(
 ) -> list[ChunkFailure]:
     """Run one task per chunk on ``client``; wait for all of them; return the failures.
 
-    ``stop`` (veff.signals): once set, the tasks not yet finished are cancelled at the next
-    completion and :class:`~veff.signals.Interrupted` is raised. A task already running on
-    a worker may still write its chunk and mark it done (Dask cannot stop a running task);
-    either way each chunk is whole or absent, so ``--resume`` stays exact."""
+    ``stop`` (veff.signals): once set, at the next completion the tasks that no worker has
+    taken yet are cancelled, the ones workers hold are waited for, and
+    :class:`~veff.signals.Interrupted` is raised. A task that starts between the two steps
+    may still write its chunk after that (Dask cannot stop a running task); each chunk is
+    whole or absent either way, so ``--resume`` stays exact."""
     distributed = _require_distributed()
     job = uuid.uuid4().hex[:8]  # a long-lived scheduler must not mistake a rerun for cached results
     futures = {
@@ -267,8 +268,11 @@ def score_on_client(
     }
     failures = []
     finished = 0
+    stopping = False
     for fut in distributed.as_completed(list(futures)):
         chunk = futures[fut]
+        if fut.status == "cancelled" and stopping:
+            continue
         finished += 1
         if fut.status == "finished":
             rows = fut.result()
@@ -278,9 +282,12 @@ def score_on_client(
             error = fut.exception() if fut.status == "error" else ClusterError(f"task {fut.status}")
             failures.append(ChunkFailure(chunk, *store.chunk_range(chunk), error))
         fut.release()
-        if stop is not None and stop.is_set() and finished < len(futures):
-            client.cancel([f for f in futures if not f.done()])
-            raise Interrupted(stop.signum, finished, len(futures))
+        if stop is not None and stop.is_set() and not stopping:
+            stopping = True
+            held = {key for keys in client.processing().values() for key in keys}
+            client.cancel([f for f in futures if not f.done() and f.key not in held])
+    if stopping and finished < len(futures):
+        raise Interrupted(stop.signum, finished, len(futures))
     return sorted(failures, key=lambda f: f.chunk)
 
 
