@@ -279,10 +279,17 @@ def random_snvs(genome, num: int, window_len: int, *, seed: int = 0) -> list:
     return out
 
 
+_ONEHOT = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((1, 4), np.float32)])
+
+
+def onehot(tokens: np.ndarray) -> np.ndarray:
+    """(B, L) uint8 tokens -> (B, L, 4) float32 one-hot (N = zeros)."""
+    return _ONEHOT[tokens]
+
+
 def onehot_nchw(tokens: np.ndarray) -> np.ndarray:
     """(B, L) uint8 tokens -> (B, 4, L) float32 one-hot (PyTorch's layout; N = zeros)."""
-    table = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((1, 4), np.float32)])
-    return np.ascontiguousarray(table[tokens].transpose(0, 2, 1))
+    return np.ascontiguousarray(onehot(tokens).transpose(0, 2, 1))
 
 
 def reverse_complement_tokens(tokens: np.ndarray) -> np.ndarray:
@@ -354,13 +361,12 @@ def long_context_bench(*, label: str, torch_model, ckpt: Path, torch_forward, wo
                   f"variant ({executed / (2 * full):.0%} of 2 full forwards) -> {ex:.1f} "
                   f"GFLOP/s = {ex / rates['jax_fp32']:.0%} of JAX fp32 GEMM")
 
-    onehot = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((1, 4), np.float32)])
     for prec in precisions:
         dtype = torch.bfloat16 if prec == "bf16" else torch.float32
         total, diffs, ref_sums = 0.0, [], []
         with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=prec == "bf16"):
             for i in range(len(variants)):
-                x = torch.from_numpy(onehot[np.stack([windows.ref[i], windows.alt[i]])])
+                x = torch.from_numpy(onehot(np.stack([windows.ref[i], windows.alt[i]])))
                 t = time.perf_counter()
                 y = torch_forward(torch_model, x).float().numpy()
                 total += time.perf_counter() - t

@@ -125,11 +125,10 @@ def grelu_peer(model, cfg, workdir: Path):
         own = np.asarray(out, dtype=np.float64).sum(-1)  # (N, T, bins) ALT - REF -> (N, T)
         # Same weights, checked on veff's windows (untimed): gReLU centres a variant at
         # 0-based L/2 - 1, veff (and variant-scorer, the DeepMind colab) at L/2.
-        onehot = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((1, 4), np.float32)])
         sums = []
         with torch.no_grad():
             for i in range(len(variants)):
-                x = torch.from_numpy(onehot[np.stack([windows.ref[i], windows.alt[i]])])
+                x = torch.from_numpy(bc.onehot(np.stack([windows.ref[i], windows.alt[i]])))
                 y = lm(x.transpose(1, 2).contiguous()).double().numpy().sum(-1)  # (2, T)
                 sums.append(y)
         sums = np.stack(sums)
