@@ -307,3 +307,53 @@ def _select(requested, available: list[str], model: str, info: dict) -> list[str
     if missing:
         raise ScoringError(f"statistic(s) {', '.join(missing)} need --peaks")
     return list(requested)
+
+
+# ---------------------------------------------------------------------------- raw predictions
+def predict_tokens(handle: ModelHandle, tokens: np.ndarray, *, rc: bool = False,
+                   batch_size: int = 8, precision: str = "fp32") -> dict[str, np.ndarray]:
+    """Raw model outputs for (N, L) uint8 token windows (``veff.load_model(...).predict``).
+
+    The same one-hot, reverse complement and fold rules as scoring: with ``rc`` the forward
+    and RC outputs are averaged as the reducers do (profile: ``profile.rc_average``; binned:
+    bins reversed and strand pairs swapped); folds are averaged as ``veff predict`` does
+    (profile logits mean, counts in linear space; binned tracks mean)."""
+    from veff.scoring import profile, tracks
+
+    dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+    strand_pair = jnp.asarray([t.get("strand_pair", i) for i, t in enumerate(handle.tracks)], jnp.int32)
+
+    def one_fold(params, tok):
+        params = _compute_dtype_params(params, dtype)
+        fwd = jax.tree.map(lambda a: a.astype(jnp.float32), handle.apply(params, one_hot_device(tok, dtype)))
+        if not rc:
+            return fwd
+        rev = jax.tree.map(lambda a: a.astype(jnp.float32),
+                           handle.apply(params, one_hot_device(reverse_complement_device(tok), dtype)))
+        if handle.kind == "profile":
+            return profile.rc_average(fwd, rev)
+        return {"tracks": 0.5 * (fwd["tracks"] + tracks.rc_unflip(rev["tracks"], strand_pair))}
+
+    @jax.jit
+    def step(params, tok):
+        if handle.num_folds == 1:
+            return one_fold(params, tok)
+        out = jax.vmap(one_fold, in_axes=(0, None))(params, tok)
+        if handle.kind == "profile":
+            return {"logits": out["logits"].mean(0),
+                    "logcounts": jax.nn.logsumexp(out["logcounts"], axis=0) - jnp.log(handle.num_folds)}
+        return jax.tree.map(lambda a: a.mean(axis=0), out)
+
+    n = len(tokens)
+    size = max(1, min(batch_size, n))
+    pieces = []
+    for start in range(0, n, size):
+        chunk = tokens[start : start + size]
+        real = len(chunk)
+        if real < size:  # one compiled shape: pad with all-N windows, drop their outputs
+            chunk = np.concatenate([chunk, np.full((size - real, tokens.shape[1]), 4, np.uint8)])
+        out = step(handle.params, jnp.asarray(chunk))
+        pieces.append({k: np.asarray(v)[:real] for k, v in out.items()})
+    if not pieces:
+        return {}
+    return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
