@@ -34,6 +34,7 @@ def test_counts_examples_and_table(tmp_path, tiny_fasta, tiny_seqs):
     assert report.counts == {
         "ok": 21, "ref_mismatch": 7, "unknown_contig": 1, "symbolic_allele": 2,
         "missing_alt": 1, "non_acgt_allele": 0, "indel_too_long": 0, "out_of_bounds": 0,
+        "invalid_pos": 0,
     }  # fmt: skip
     assert set(report.counts) == {s.value for s in Status}
     mism = report.examples["ref_mismatch"]
@@ -63,9 +64,18 @@ def test_unusable_input_raises(tmp_path, tiny_fasta):
     with pytest.raises(GenomeError):
         check_variants(write_vcf(tmp_path / "a.vcf", []), tmp_path / "none.fa")
     bad = tmp_path / "bad.vcf"
-    bad.write_text("##fileformat=VCFv4.2\nchr1\tx\t.\tA\tC\n")
-    with pytest.raises(VcfError, match=r"bad\.vcf:2"):
+    bad.write_text("##fileformat=VCFv4.2\nchr1\t5\t.\tA\n")
+    with pytest.raises(VcfError, match=r"bad\.vcf:2: expected tab-separated .* — "):
         check_variants(bad, tiny_fasta)
+
+
+def test_unreadable_pos_is_a_counted_status(tmp_path, tiny_fasta):
+    path = tmp_path / "pos.vcf"
+    path.write_text("##fileformat=VCFv4.2\nchr1\tx\t.\tA\tC\nchr1\t99999999999999999999\t.\tA\tC,G\n")
+    report = check_variants(path, tiny_fasta)
+    assert report.num_records == 2 and report.counts["invalid_pos"] == 3 == report.num_rows
+    assert [e.line for e in report.examples["invalid_pos"]] == [2, 3, 3]
+    assert "invalid_pos" in report.format() and "line 3: chr1:0 A>G" in report.format()
 
 
 def test_baskerville_flip_file():
