@@ -106,6 +106,20 @@ class Source:
         return sniff_text(head)
 
 
+def is_stream(path: str | os.PathLike | None) -> bool:
+    """``-``, or an existing path that is not a regular file or folder (a pipe, /dev/stdin):
+    input that can be read only once."""
+    if path is None:
+        return False
+    if str(path) == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def sniff_text(head: bytes) -> str:
     """'vcf' or 'tsv' for the (decompressed) start of a text file."""
     if head.startswith(BOM):
