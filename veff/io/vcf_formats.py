@@ -102,7 +102,7 @@ class _VcfText:
                 contig = _parse_contig(line)
                 if contig is not None:
                     self.contigs[contig[0]] = contig[1]
-            elif not line.startswith("#"):
+            elif not line.startswith("#") and line.strip():  # blank lines may sit in a header
                 self._first = (lineno, line)
                 break
 
