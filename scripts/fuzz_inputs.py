@@ -171,8 +171,11 @@ def expect(lines: list[bytes], fmt: str) -> list[tuple[str, int]]:
 
 def ok_row_is_valid(v) -> bool:
     n = CONTIGS.get(v.fasta_chrom or "", 0)
+    written = {"-"} | ACGT  # the input alleles, '-' being a TSV empty allele
     return (bool(v.ref) and bool(v.alt) and set(v.ref) <= ACGT and set(v.alt) <= ACGT
-            and 1 <= v.pos1 and v.pos1 - 1 + len(v.ref) <= n)  # fmt: skip
+            and 1 <= v.pos1 and v.pos1 - 1 + len(v.ref) <= n
+            and bool(v.orig_ref) and bool(v.orig_alt) and v.orig_pos1 is not None
+            and set(v.orig_ref.upper()) <= written and set(v.orig_alt.upper()) <= written)  # fmt: skip
 
 
 # ------------------------------------------------------------------------ driver
