@@ -85,3 +85,42 @@ def test_baskerville_flip_file():
     flipped = check_variants(baskerville_file("snp_eqtl_flip.vcf"),
                              baskerville_file("hg38_1m.fa.gz"), ref_mismatch="flip")  # fmt: skip
     assert flipped.counts["ok"] == 8 and flipped.num_flipped == 8
+
+
+def _cli(args, stdin=b""):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.run([sys.executable, "-m", "veff.cli", *args], input=stdin, env=env,
+                          capture_output=True, timeout=120)  # fmt: skip
+
+
+def test_cli_reads_stdin_and_gives_one_line_errors(tmp_path, tiny_fasta, tiny_seqs):
+    import gzip
+
+    b = base(tiny_seqs, 50)
+    text = f"\ufeffchr1\t50\t.\t{b}\t{other(b)},,<DEL>\r\nchr1\t\u00b2\t.\t{b}\tC\r\n"
+    proc = _cli(["check", "-", "--genome", str(tiny_fasta)], gzip.compress(text.encode()))
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr
+    assert out.startswith("variants: <stdin> (vcf)") and "records:  2   rows (one per ALT): 4" in out
+    counts = {s: int(line.split()[1]) for line in out.splitlines() for s in ("ok", "missing_alt",
+              "symbolic_allele", "invalid_pos") if line.startswith(s + " ")}  # fmt: skip
+    assert counts == {"ok": 1, "missing_alt": 1, "symbolic_allele": 1, "invalid_pos": 1}
+
+    cut = tmp_path / "cut.vcf.gz"
+    full = gzip.compress(("##fileformat=VCFv4.2\n" + f"chr1\t50\t.\t{b}\tC\n" * 5000).encode())
+    cut.write_bytes(full[: len(full) // 2])
+    proc = _cli(["check", str(cut), "--genome", str(tiny_fasta)])
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode != 0 and len(err) == 1, err
+    assert err[0].startswith(f"veff: error: {cut}:") and " — " in err[0]
+
+    bad_bcf = tmp_path / "bad.bcf"  # htslib's own complaint goes into veff's one line
+    bad_bcf.write_bytes(gzip.compress(b"BCF\x02\x02garbage"))
+    proc = _cli(["check", str(bad_bcf), "--genome", str(tiny_fasta)])
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode != 0 and len(err) == 1, err
+    assert err[0].startswith(f"veff: error: {bad_bcf}: cannot read BCF: ") and " — " in err[0]

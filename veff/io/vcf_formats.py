@@ -10,10 +10,14 @@ a field value that cannot be used (POS, alleles) becomes a row status instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import itertools
+import os
 import re
+import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -143,11 +147,16 @@ class _Bcf:
         import cyvcf2
 
         self.path, self.name = path, name
-        try:
-            self._vcf = cyvcf2.VCF(str(path), samples=[])
-        except Exception as e:  # cyvcf2 raises bare Exception / OSError for bad input
-            raise VcfError(f"{name}: cannot read BCF: {e} — the file is truncated or corrupt; "
-                           "write it again (bcftools view -Ob)") from None  # fmt: skip
+        with _htslib_messages() as said:
+            try:
+                self._vcf = cyvcf2.VCF(str(path), samples=[])
+                error = None
+            except Exception as e:  # cyvcf2 raises bare Exception / OSError for bad input
+                error = e
+        if error is not None:  # htslib's own words, which it printed to stderr, go in the line
+            why = "; ".join(said()) or str(error)
+            raise VcfError(f"{name}: cannot read BCF: {why} — the file is truncated or corrupt; "
+                           "write it again (bcftools view -Ob)")  # fmt: skip
         self.contigs: dict[str, int | None] = {}
         for line in self._vcf.raw_header.splitlines():
             contig = _parse_contig(line)
@@ -173,6 +182,30 @@ class _Bcf:
 
     def close(self) -> None:
         self._vcf.close()
+
+
+@contextlib.contextmanager
+def _htslib_messages():
+    """Capture what htslib writes to file descriptor 2 while opening a file, so that veff's
+    one-line error carries it instead of htslib printing its own lines first. Yields a
+    function returning the captured lines (complete once the block has exited)."""
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: let htslib print wherever it can
+        yield lambda: lines
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read(4096).decode("utf-8", "replace")
+            lines += [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 class _Tsv:
