@@ -188,11 +188,15 @@ class VariantReader:
         if not r or not a:  # TSV empty allele: anchor it on a genome base, VCF style
             if pos1 < 1 or pos1 - 1 + len(r) > length or (pos1 == 1 and len(r) == length):
                 return rejected(Status.OUT_OF_BOUNDS)
+            at0 = pos1 - 2 if pos1 >= 2 else len(r)  # at base 1: the base after (VCF rule)
+            # an IUPAC anchor is written as the first base it allows (as VCF does); an N
+            # anchor (assembly gap) leaves no base to write
+            anchor = _IUPAC.get(self.genome.bases(fasta, at0, at0 + 1), "")[:1]
+            if not anchor:
+                return rejected(Status.NON_ACGT_ALLELE)
             if pos1 >= 2:
-                anchor = self.genome.bases(fasta, pos1 - 2, pos1 - 1)
                 pos1, r, a = pos1 - 1, anchor + r, anchor + a
-            else:  # nothing to the left of base 1: anchor on the base after (VCF rule)
-                anchor = self.genome.bases(fasta, len(r), len(r) + 1)
+            else:
                 r, a = r + anchor, a + anchor
         if pos1 < 1 or pos1 - 1 + len(r) > length:
             return rejected(Status.OUT_OF_BOUNDS)
@@ -206,8 +210,8 @@ class VariantReader:
             elif self.ref_mismatch == "error":
                 raise VcfError(
                     f"{self._where(rec)}: REF {ref} at {rec.chrom}:{rec.pos1} does not match the "
-                    f"genome ({genome_ref} in {self.genome.path}); ref_mismatch mode is 'error' — "
-                    "use the matching FASTA, or --ref-mismatch skip or flip"
+                    f"genome ({genome_ref} in {self.genome.path}); ref_mismatch mode is "
+                    "'error' — use the matching FASTA, or --ref-mismatch skip or flip"
                 )
             else:
                 if snv:

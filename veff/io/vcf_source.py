@@ -68,8 +68,10 @@ class Source:
             with tmp:
                 shutil.copyfileobj(fh, tmp, 1 << 20)
         except OSError as e:
-            raise VcfError(f"{self.name}: cannot copy the input to a temporary file "
-                           f"({e.strerror or e}) — set TMPDIR to a folder with space") from None  # fmt: skip
+            raise VcfError(
+                f"{self.name}: cannot copy the input to a temporary file ({e.strerror or e}) "
+                "— set TMPDIR to a folder with space"
+            ) from None
         return Path(tmp.name)
 
     def close(self) -> None:
@@ -95,8 +97,10 @@ class Source:
             if gz:
                 head = zlib.decompressobj(wbits=31).decompress(head)
         except (OSError, zlib.error) as e:
-            raise VcfError(f"{self.name}: cannot read: {e} — the file is corrupt or not "
-                           "VCF/BCF/TSV; check it with `zcat` or `bcftools view`") from None  # fmt: skip
+            raise VcfError(
+                f"{self.name}: cannot read: {e} — the file is corrupt or not VCF/BCF/TSV; "
+                "check it with `zcat` or `bcftools view`"
+            ) from None
         if head[:3] == b"BCF":
             if fmt == "tsv":
                 raise VcfError(f"{self.name} is a BCF file, not a TSV — leave the format out")
