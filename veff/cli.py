@@ -135,6 +135,11 @@ _RUN_OPTIONS = [
     click.option("--overwrite", is_flag=True, help="Replace an existing store."),
     _REF_MISMATCH,
     _MAX_INDEL,
+    # window layout and track/indel handling of binned models (docs/scores_tracks.md)
+    click.option("--centering", type=click.Choice(["veff", "baskerville"]), default="veff", show_default=True,
+                 help="REF's first base at L//2 (veff) or L//2-1 (baskerville hound_snp, gReLU)."),
+    click.option("--keep-strands", is_flag=True, help="Binned models: keep both strands of strand-paired tracks (default: sum them, as hound_snp)."),
+    click.option("--no-indel-align", is_flag=True, help="Binned models: compare indel bins unaligned (default: stitch ALT at the variant)."),
 ]
 
 
@@ -148,7 +153,8 @@ def run_options(fn):
 def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats, precision,
                       center_bp, chunk_size, shifts, untransform, peaks, null_shuffles,
                       null_variants, seed, devices, groups, background_n, no_consensus,
-                      overwrite, ref_mismatch, max_indel_len, resume=False):
+                      overwrite, ref_mismatch, max_indel_len, centering="veff",
+                      keep_strands=False, no_indel_align=False, resume=False):
     from veff.engine import ScoreOptions
     from veff.pipeline import RunSpec, default_chunk_size
 
@@ -161,6 +167,9 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
         devices=devices,
         shifts=_int_list(shifts, "--shifts"),
         untransform=untransform,
+        centering=centering,
+        keep_strands=keep_strands,
+        indel_align=not no_indel_align,
     )
     return RunSpec(
         variants=variants,

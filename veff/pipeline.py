@@ -135,7 +135,7 @@ def build_scorers(
             raise ScoringError(f"none of --stats {','.join(requested)} applies to model {h.name}")
         options = dataclasses.replace(spec.options, stats=stats)
         if h.kind == "profile":  # shifts and untransform are binned-model options
-            options = dataclasses.replace(options, shifts=(0,), untransform=None)
+            options = dataclasses.replace(options, shifts=(0,), untransform=None, centering="veff")
         peaks = (peak_counts or {}).get(h.name)
         if peaks is None and spec.peaks is not None and h.kind == "profile":
             peaks = predict_peak_counts(h, genome, spec.peaks, rc=options.rc, batch_size=options.batch_size)
@@ -180,6 +180,16 @@ def _model_attrs(h: ModelHandle) -> dict[str, Any]:
     }
 
 
+def _window_attrs(s: ModelScorer) -> dict[str, Any]:
+    """How the windows and tracks were laid out (binned-model options recorded per model)."""
+    o = s.options
+    out: dict[str, Any] = {"centering": o.centering}
+    if s.handle.kind == "binned":
+        out["strands_merged"] = list(s.track_names) != list(s.handle.track_names)
+        out["indel_align"] = "stitch" if o.indel_align else "none"
+    return out
+
+
 def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) -> Store:
     """Create the store for a new run: every variant row, every model's arrays, the peak
     counts and the shuffled null."""
@@ -197,6 +207,7 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
         run_config={**spec.to_json(), "veff_version": __version__},
         overwrite=spec.overwrite,
     )
+    store.root.attrs["centering"] = spec.options.centering
     for s in scorers:
         stats = dict(s.formulas)
         if spec.null_shuffles and s.handle.kind == "profile":
@@ -209,7 +220,7 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
             s.handle.name,
             tracks=s.track_names,
             stats=stats,
-            attrs=_model_attrs(s.handle),
+            attrs={**_model_attrs(s.handle), **_window_attrs(s)},
             track_meta=_track_meta(s),
         )
         if s.peaks is not None:
@@ -246,6 +257,14 @@ def _track_meta(s: ModelScorer) -> dict[str, list]:
         return {}
     meta: dict[str, list] = {}
     tracks = s.handle.tracks
+    if list(s.track_names) != list(s.handle.track_names):  # strand pairs summed: first members
+        from veff.scoring.track_transforms import strand_groups
+
+        first, _ = strand_groups([int(t.get("strand_pair", i)) for i, t in enumerate(tracks)])
+        tracks = [tracks[i] for i in first]
+        if any("description" in t for t in tracks):
+            meta["description"] = [str(t.get("description", "")) for t in tracks]
+        return meta
     if any("description" in t for t in tracks):
         meta["description"] = [str(t.get("description", "")) for t in tracks]
     if any("strand_pair" in t for t in tracks):
@@ -287,15 +306,19 @@ def _windows_for_chunk(
 ) -> tuple[int, list[Variant], dict[int, WindowBatch]]:
     start, stop = store.chunk_range(chunk)
     variants = store.read_variants(start, stop)
-    return start, variants, {L: oriented_windows(genome, variants, L) for L in set(lengths)}
+    return start, variants, {
+        (L, off): oriented_windows(genome, variants, L, centre_offset=off) for L, off in set(lengths)
+    }
 
 
-def oriented_windows(genome: Genome, variants: Sequence[Variant], length: int) -> WindowBatch:
+def oriented_windows(
+    genome: Genome, variants: Sequence[Variant], length: int, *, centre_offset: int = 0
+) -> WindowBatch:
     """Windows with REF and ALT as the input gave them: a row swapped by ``--ref-mismatch
     flip`` (an SNV whose input REF is not the genome base) scores the input's REF window
     (the genome with that base substituted) against the input's ALT window (the genome), so
     every statistic — signed, unsigned, per allele — refers to the user's alleles."""
-    w = build_windows(genome, variants, length)
+    w = build_windows(genome, variants, length, centre_offset=centre_offset)
     flipped = np.array([v.flipped for v in variants], dtype=bool)
     if not flipped.any():
         return w
@@ -320,7 +343,7 @@ def score_chunks(
 
     ``stop`` (see veff.signals): once set, no new chunk is started; the ones scored are
     written and marked done, then :class:`~veff.signals.Interrupted` is raised."""
-    lengths = [s.handle.window_len for s in scorers]
+    lengths = [(s.handle.window_len, s.options.centre_offset) for s in scorers]
     nulls = {s.handle.name: load_nulls(store, s) for s in scorers}
 
     def write(start: int, chunk: int, results: list[tuple[str, dict, np.ndarray]], rows: int) -> None:
@@ -347,7 +370,7 @@ def score_chunks(
             ok = np.array([v.status is Status.OK for v in variants])
             results = []
             for s in scorers:
-                wb = windows[s.handle.window_len]
+                wb = windows[(s.handle.window_len, s.options.centre_offset)]
                 scores = s.score(wb)
                 if nulls[s.handle.name] is not None:
                     scores.update(pvalues(scores, nulls[s.handle.name]))
