@@ -1,0 +1,48 @@
+"""Interpretation commands: ``ism``, ``contrib``, ``motifs`` (see docs/interpret.md).
+
+``veff/cli.py`` adds them with ``register(main)`` at its end, as it does the cluster
+commands; the one-line error wrapper is taken from there.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def register(group: click.Group) -> None:
+    from veff.cli import _MAX_INDEL, _REF_MISMATCH, _one_line_errors
+
+    @group.command()
+    @click.argument("variants", type=click.Path(dir_okay=False))
+    @click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped).")
+    @click.option("--model", required=True, help="Checkpoint directory or registered name.")
+    @click.option("--out", required=True, type=click.Path(), help="Output Zarr store.")
+    @click.option("--width", type=int, default=101, show_default=True, help="Map positions centred on the variant (odd).")
+    @click.option("--on-alt", is_flag=True, help="Also map on the ALT background.")
+    @click.option("--tracks", default=None, help="Binned models: comma-separated track names or indices (default: all).")
+    @click.option("--stats", default=None, help="Statistics (default: logfc,jsd for profile models, SUM for binned).")
+    @click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement).")
+    @click.option("--batch-size", type=int, default=8, show_default=True, help="Variants per compiled step.")
+    @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+    @click.option("--shifts", default="0", show_default=True, help="Binned models: shift ensemble in bp.")
+    @click.option("--center-bp", type=int, default=None, help="Binned models: centre mask width for masked statistics.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+    @_REF_MISMATCH
+    @_MAX_INDEL
+    @_one_line_errors
+    def ism(variants, genome, model, out, width, on_alt, tracks, stats, no_rc, batch_size, precision,
+            shifts, center_bp, overwrite, ref_mismatch, max_indel_len):
+        """In-silico saturation mutagenesis around every variant of VARIANTS."""
+        from veff.cli import _int_list
+        from veff.engine import ScoreOptions
+        from veff.interpret.ism import run_ism
+
+        options = ScoreOptions(
+            stats=tuple(s.strip() for s in stats.split(",") if s.strip()) if stats else None,
+            rc=not no_rc, batch_size=batch_size, precision=precision, center_bp=center_bp,
+            shifts=_int_list(shifts, "--shifts"),
+        )
+        n = run_ism(variants, genome, model, out, width=width, on_alt=on_alt, tracks=tracks,
+                    options=options, overwrite=overwrite, ref_mismatch=ref_mismatch,
+                    max_indel_len=max_indel_len)
+        click.echo(f"wrote {out}: {n} variant(s) × {width} positions × 3 bases")
