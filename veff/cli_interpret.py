@@ -46,3 +46,24 @@ def register(group: click.Group) -> None:
                     options=options, overwrite=overwrite, ref_mismatch=ref_mismatch,
                     max_indel_len=max_indel_len)
         click.echo(f"wrote {out}: {n} variant(s) × {width} positions × 3 bases")
+
+    @group.command()
+    @click.argument("inputs", type=click.Path(dir_okay=False))
+    @click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped).")
+    @click.option("--model", required=True, help="Checkpoint directory or registered name.")
+    @click.option("--out", required=True, type=click.Path(), help="Output Zarr store.")
+    @click.option("--method", type=click.Choice(["deeplift", "ig", "ixg"]), default="deeplift", show_default=True)
+    @click.option("--head", default=None, help="counts | profile (profile models; default counts) or track:NAME,… (binned).")
+    @click.option("--baseline", default="shuffle:20", show_default=True, help="shuffle:N, zeros or FILE.npz (array 'baselines', (N, S, L, 4)).")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--ig-steps", type=int, default=50, show_default=True, help="Gauss-Legendre nodes for --method ig.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+    @_one_line_errors
+    def contrib(inputs, genome, model, out, method, head, baseline, seed, ig_steps, overwrite):
+        """Contribution scores of INPUTS (a VCF/TSV of variants, REF and ALT windows, or a
+        BED/narrowPeak of regions)."""
+        from veff.interpret.contrib_run import run_contrib
+
+        n = run_contrib(inputs, genome, model, out, method=method, head=head, baseline=baseline,
+                        seed=seed, ig_steps=ig_steps, overwrite=overwrite)
+        click.echo(f"wrote {out}: {n} item(s)")

@@ -132,3 +132,33 @@ def test_baselines_shapes_and_errors(tmp_path):
     for bad in ("shuffle:x", "nope", "shuffle:0"):
         with pytest.raises(ValueError):
             make_baselines(tok, bad, 0)
+
+
+def test_cli_contrib_on_demo_variants(tmp_path):
+    """`veff contrib` on demo variants: REF and ALT windows of the bias-free model, actual
+    contributions that sum to f(x) - f(r) for the counts head, one-line errors."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import zarr
+
+    root = Path(__file__).resolve().parents[2]
+    demo = root / "checkpoints" / "demo"
+    lines = (demo / "variants.vcf").read_text().splitlines()
+    body = [x for x in lines if not x.startswith("#")][:2]
+    (tmp_path / "v.vcf").write_text("\n".join([x for x in lines if x.startswith("#")] + body) + "\n")
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "VEFF_JAX_CACHE": ""}
+    args = [sys.executable, "-m", "veff.cli", "contrib", str(tmp_path / "v.vcf"), "--genome",
+            str(demo / "genome.fa"), "--model", str(demo / "full"), "--out", str(tmp_path / "c.zarr"),
+            "--baseline", "shuffle:2"]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=root, env=env)
+    assert r.returncode == 0, r.stderr
+    z = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    hyp, oh = np.asarray(z["hypothetical"][:]), np.asarray(z["onehot"][:])
+    assert hyp.shape == oh.shape == (2, 474, 4) and np.isfinite(hyp).all()
+    assert np.abs(np.asarray(z["delta"][:])).max() < 1e-4
+    assert (np.asarray(z["onehot_alt"][:]) != oh).sum() == 4  # one base differs per SNV
+    bad = subprocess.run(args[:-2] + ["--baseline", "shuffle:x", "--overwrite"], capture_output=True,
+                         text=True, cwd=root, env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("veff: error:") and "Traceback" not in bad.stderr
