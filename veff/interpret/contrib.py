@@ -163,7 +163,8 @@ class Attributor:
 # ---------------------------------------------------------------------------- baselines
 def make_baselines(tokens: np.ndarray, spec: str, seed: int) -> np.ndarray:
     """(N, L) tokens -> (N, S, L, 4) one-hot baselines: ``shuffle:S`` (dinucleotide
-    shuffles, veff.scoring.nulls; example i's k-th with RandomState(seed + k)),
+    shuffles, veff.scoring.nulls; the k-th of every example drawn in example order from
+    RandomState(seed + k)),
     ``zeros``, or a ``.npz`` holding ``baselines`` of that shape."""
     from veff.io.windows import one_hot
     from veff.scoring.nulls import dinuc_shuffle
