@@ -424,6 +424,8 @@ def predict(regions, model, genome, out, no_rc, with_bias, batch_size):
 from veff.cli_cluster import register as _register_cluster_commands  # noqa: E402
 
 _register_cluster_commands(main)
+from veff.cli_interpret import register as _register_interpret_commands  # noqa: E402
+_register_interpret_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
