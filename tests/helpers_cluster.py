@@ -46,7 +46,8 @@ def fake_slurm(bin_dir: Path, *, submit_error: str | None = None) -> Path:
     arguments to bin_dir/sbatch.log and bin_dir/scancel.log."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     if submit_error is None:
-        body = (f'n=$(cat "{bin_dir}/count" 2>/dev/null || echo 100); n=$((n + 1)); echo $n > "{bin_dir}/count"\n'
+        body = (f'exec 9>>"{bin_dir}/lock"; flock 9\n'  # dask-jobqueue submits jobs concurrently
+                f'n=$(cat "{bin_dir}/count" 2>/dev/null || echo 100); n=$((n + 1)); echo $n > "{bin_dir}/count"\n'
                 f'echo "$@" >> "{bin_dir}/sbatch.log"\necho "Submitted batch job $n"\n')
     else:
         body = f'echo "{submit_error}" >&2\nexit 1\n'

@@ -43,7 +43,7 @@ def test_no_worker_within_the_timeout_is_one_error_and_the_jobs_are_cancelled(wo
     monkeypatch.setenv("PATH", path_with(bin_dir))
     t0 = time.monotonic()
     with pytest.raises(ClusterError) as info:
-        run_on_cluster(dataclasses.replace(spec, out=str(tmp_path / "o.zarr")), "slurm:2,queue=gpu",
+        run_on_cluster(dataclasses.replace(spec, out=str(tmp_path / "o.zarr")), "slurm:2,queue=gpu,memory=1GB",
                        worker_timeout=2)
     elapsed = time.monotonic() - t0
     msg = str(info.value)
@@ -61,7 +61,7 @@ def test_failed_submission_is_the_batch_systems_line_at_once(world, tmp_path, mo
     t0 = time.monotonic()
     with pytest.raises(ClusterError, match=r"^--cluster slurm: sbatch failed: sbatch: error: invalid "
                                            r"partition specified: gpu$"):
-        run_on_cluster(dataclasses.replace(spec, out=str(tmp_path / "o.zarr")), "slurm:1,queue=gpu",
+        run_on_cluster(dataclasses.replace(spec, out=str(tmp_path / "o.zarr")), "slurm:1,queue=gpu,memory=1GB",
                        worker_timeout=300)
     assert time.monotonic() - t0 < 60
 
@@ -71,7 +71,7 @@ def test_missing_sbatch_is_one_error_before_any_job(world, tmp_path, monkeypatch
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(ClusterError, match=r"sbatch not found on PATH: run veff where SLURM jobs can be submitted"):
-        run_on_cluster(dataclasses.replace(spec, out=str(tmp_path / "o.zarr")), "slurm:1", worker_timeout=300)
+        run_on_cluster(dataclasses.replace(spec, out=str(tmp_path / "o.zarr")), "slurm:1,memory=1GB", worker_timeout=300)
 
 
 def test_scheduler_without_workers_times_out(world, tmp_path):
@@ -100,7 +100,7 @@ def test_all_workers_gone_while_scoring_stops_after_the_timeout(world, tmp_path)
 def _cli(d: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "veff.cli", "score", str(d / "v.vcf"), "--genome", str(d / "g.fa"),
             "--model", str(d / "tiny"), "--out", str(out), "--chunk-size", "64", "--batch-size", "32",
-            "--quiet", "--cluster", "slurm:2", *extra]
+            "--quiet", "--cluster", "slurm:2,memory=1GB", *extra]
 
 
 def _env(bin_dir: Path, **more: str) -> dict[str, str]:

@@ -107,12 +107,7 @@ def jobqueue_cluster(spec: ClusterSpec, submit_errors: list[BaseException] | Non
     for CPUs with ``job_cpu=N`` (window building) and for GPUs with
     ``job_extra_directives=--gres=gpu:K``. A job whose submission fails (dask-jobqueue only
     logs it) is appended to ``submit_errors``."""
-    try:
-        import dask_jobqueue
-    except ImportError:
-        raise ClusterError(
-            f"--cluster {spec.kind}: needs dask-jobqueue: pip install 'veff[cluster]'"
-        ) from None
+    dask_jobqueue = _import_jobqueue(spec.kind)
     cls = getattr(dask_jobqueue, _JOBQUEUE[spec.kind])
     kwargs = {"cores": 1, "processes": 1, **{k: list(v) if k in _LIST_KEYS else v for k, v in spec.options}}
     if submit_errors is not None:
@@ -120,7 +115,25 @@ def jobqueue_cluster(spec: ClusterSpec, submit_errors: list[BaseException] | Non
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ClusterError(f"--cluster {spec.kind}: {e}") from None
+        if "memory" not in kwargs and "memory" in str(e):
+            raise ClusterError(f"--cluster {spec.kind}: give each job's memory, e.g. "
+                               f"{spec.kind}:{spec.workers},memory=16GB") from None
+        raise ClusterError(f"--cluster {spec.kind}: {' '.join(str(e).split())}") from None
+
+
+def _import_jobqueue(kind: str):
+    """dask_jobqueue, imported without the SIGINT handler it sets (``sys.exit()``: exit 0,
+    silently), which would take Ctrl-C away from veff.signals."""
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ClusterError(f"--cluster {kind}: needs dask-jobqueue: pip install 'veff[cluster]'") from None
+    finally:
+        if previous is not None and signal.getsignal(signal.SIGINT) is not previous:
+            with contextlib.suppress(ValueError):  # not the main thread: nothing to restore
+                signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
 
 
 def _recording(job_cls: type, errors: list[BaseException]) -> type:
@@ -130,8 +143,12 @@ def _recording(job_cls: type, errors: list[BaseException]) -> type:
                 await super().start()
             except Exception as e:  # noqa: BLE001 - handed to the client, which names it
                 errors.append(e)
+                from distributed.core import Status
+
+                self.status = Status.failed  # else closing the cluster fails on this job
                 raise
 
+    Recorded.__name__ = Recorded.__qualname__ = job_cls.__name__
     return Recorded
 
 
