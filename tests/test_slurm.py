@@ -54,11 +54,15 @@ def _veff(env, cwd, *args: str, timeout: float = 300) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    d = tmp_path_factory.mktemp("slurm-ref")
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    _veff(env, d, "score", *_inputs(), "--out", str(d / "ref.zarr"), "--quiet")
-    return d / "ref.zarr"
+    """The same command without --cluster, in this process."""
+    from click.testing import CliRunner
+
+    from veff.cli import main
+
+    out = tmp_path_factory.mktemp("slurm-ref") / "ref.zarr"
+    r = CliRunner().invoke(main, ["score", *_inputs(), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return out
 
 
 def _logs(d: Path) -> str:
