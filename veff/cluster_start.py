@@ -173,14 +173,15 @@ def _no_worker_error(spec: ClusterSpec, cluster: Any, waited: float) -> ClusterE
         )
     if spec.kind == "local":
         return ClusterError(f"local:{spec.workers}: no worker process started within {waited:.0f} s")
-    submit, status = _SUBMIT[spec.kind]
+    status = _SUBMIT[spec.kind][1]
     ids = _job_ids(cluster)
     shown = ",".join(ids[:8]) + (",…" if len(ids) > 8 else "")
+    log = "slurm-JOBID.out where sbatch ran or log_directory=" if spec.kind == "slurm" else "log_directory="
     return ClusterError(
         f"no Dask worker started within {waited:.0f} s: {spec.workers} {_NAMES[spec.kind]} job(s) "
         f"requested, {len(ids)} submitted ({shown or 'no job id'}), now cancelled; check "
         f"`{status} {shown}` (pending: the queue/account/walltime/memory options; ended: the "
-        f"job's log, slurm-JOBID.out where {submit} ran or log_directory=), or wait longer with "
+        f"job's log, {log}), or wait longer with "
         "--worker-timeout SECONDS"
     )
 
