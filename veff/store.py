@@ -11,6 +11,11 @@ A run first streams every input row into ``variants/`` (constant memory), then s
 chunk by chunk: each chunk's region is written for every model and only then is its done
 marker created (write to a temporary name, then rename), so ``--resume`` redoes exactly the
 chunks without a marker and an interrupted run never leaves a chunk half-counted.
+
+Only veff's own stores are ever replaced (``--overwrite``) or restarted: a directory is one
+when its root attrs carry ``veff_format`` (written first, before any row) or, from older
+versions, ``veff_version``. Every chunk of every array is written even when it holds only
+the fill value, so a missing chunk file always means damage (see :meth:`Store.verify`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,21 @@ from veff import __version__
 from veff.types import Status, Variant
 
 CENTRING = "REF allele's first base at 0-based window index L // 2"
+FORMAT = 2  # root attr veff_format; 2: every chunk stored (stores without it are format 1)
+LOCK_NAME = ".veff.lock"
+
+# What a path at --out is (Store.kind): only veff's own stores are ever replaced.
+ABSENT, EMPTY, NOT_A_DIR, FOREIGN, UNSTARTED, STARTED = (
+    "absent", "empty", "not a directory", "foreign", "unstarted", "started")
+
+# zarr leaves out a chunk that holds only the fill value (an all-NaN score chunk, an
+# all-False flag), which reads back exactly as a deleted chunk file does. veff writes every
+# chunk so that a missing one is always damage, never a value.
+zarr.config.set({"array.write_empty_chunks": True})
+
+_WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                 errno.EPERM: "permission denied", errno.EIO: "an I/O error"}
 
 # (name, zarr dtype, how to read it off a Variant)
 _VARIANT_COLUMNS: tuple[tuple[str, Any, Any], ...] = (
@@ -83,17 +103,41 @@ class Store:
         run_config: dict[str, Any],
         overwrite: bool = False,
     ) -> "Store":
-        """Stream every row into ``variants/`` (constant memory) and return the open store."""
+        """Stream every row into ``variants/`` (constant memory) and return the open store.
+
+        ``path`` may be absent, an empty directory, or (with ``overwrite``) a veff store no
+        other process writes: anything else is refused and left as it is."""
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise StoreError(
-                    f"{path} already exists; pass --resume to finish it or --overwrite to replace it"
-                )
-            shutil.rmtree(path)
-        root = zarr.open_group(str(path), mode="w")
+        kind = Store.kind(path)
+        if kind == NOT_A_DIR:
+            raise StoreError(f"{path} exists and is not a directory; veff writes its store into a new "
+                             "or empty directory, or over its own store: choose another --out "
+                             "(nothing was changed)")
+        if kind == FOREIGN:
+            raise StoreError(f"{path} is a directory but not a veff store; veff only ever replaces "
+                             "its own stores, so nothing was deleted: choose another --out, or "
+                             "move its contents away yourself")
+        if kind in (STARTED, UNSTARTED) and not overwrite:
+            raise StoreError(
+                f"{path} already exists; pass --resume to finish it or --overwrite to replace it"
+            )
+        made = kind == ABSENT
+        with _write_errors(path, "nothing was written"):
+            path.mkdir(parents=True, exist_ok=True)
+        # Locked before anything is deleted, and held from then on: a store that another
+        # process writes is never replaced, and no one can start writing this one meanwhile.
+        fd = take_lock(path, shared=False, busy="is held by another writer ({holder}); it is not "
+                       "replaced while in use: stop that run first, or choose another --out")
+        try:
+            if kind in (STARTED, UNSTARTED):
+                _empty_dir(path, keep=LOCK_NAME)
+            root = zarr.open_group(str(path), mode="a")
+            root.attrs["veff_format"] = FORMAT  # veff's from the first byte: may be restarted
+        except BaseException:
+            os.close(fd)
+            raise
         store = cls(path, root)
-        store.lock()
+        store.lock(fd)
         group = root.create_group("variants")
         arrays = {
             name: group.create_array(
@@ -117,13 +161,19 @@ class Store:
                     arr.resize((n + len(block),))
                     arr[n : n + len(block)] = _column_array(name, dtype, [get(v) for v in block])
                 n += len(block)
-        except BaseException:
+        except BaseException as exc:
             # The input could not be read to its end: leave no half-made store behind.
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _empty_dir(path, keep=None)
             store.close()
-            shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
+                raise _write_error(path, exc, "nothing was kept: fix it and run again") from None
             raise
         root.attrs.update(
             {
+                "veff_format": FORMAT,
                 "veff_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "centring": CENTRING,
@@ -133,6 +183,7 @@ class Store:
                 "run": run_config,
                 "models": [],
                 "complete": False,
+                "ready": False,  # set by mark_ready once every model's arrays exist
             }
         )
         (path / "_veff" / "done").mkdir(parents=True, exist_ok=True)
@@ -153,10 +204,12 @@ class Store:
         return store
 
     # ------------------------------------------------------------------ exclusivity
-    def lock(self) -> None:
-        """Hold an exclusive lock for the life of this process (released even on kill -9)."""
-        fd = take_lock(self.path, shared=False, busy="is being written by {holder}; wait for it "
-                       "to finish or stop it before resuming")
+    def lock(self, fd: int | None = None) -> None:
+        """Hold an exclusive lock for the life of this process (released even on kill -9);
+        ``fd``: one already taken with :func:`take_lock`."""
+        if fd is None:
+            fd = take_lock(self.path, shared=False, busy="is being written by {holder}; wait for "
+                           "it to finish or stop it before resuming")
         os.ftruncate(fd, 0)
         os.write(fd, f"veff pid {os.getpid()} on {os.uname().nodename}".encode())
         self._lock_fd = fd
@@ -169,13 +222,32 @@ class Store:
     # ------------------------------------------------------------------ facts
     @staticmethod
     def is_started(path: str | os.PathLike) -> bool:
-        """A store whose variant table was fully written (a run killed while streaming the
-        input leaves a directory without it, which a resume starts over)."""
-        try:
-            root = zarr.open_group(str(path), mode="r", use_consolidated=False)
-        except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError):
-            return False
-        return "veff_version" in root.attrs
+        """A store whose variant table and model arrays were fully written (a run killed
+        while creating it leaves one that is not, which a resume starts over)."""
+        return Store.kind(path) == STARTED
+
+    @staticmethod
+    def kind(path: str | os.PathLike) -> str:
+        """ABSENT, EMPTY (a directory holding nothing, or only a lock file), NOT_A_DIR,
+        FOREIGN (anything but a veff store), UNSTARTED (veff's, killed while being created)
+        or STARTED."""
+        p = Path(path)
+        if not p.exists():
+            return NOT_A_DIR if p.is_symlink() else ABSENT
+        if not p.is_dir():
+            return NOT_A_DIR
+        if {e.name for e in os.scandir(p)} <= {LOCK_NAME}:
+            return EMPTY
+        attrs = root_attrs(p)
+        if attrs is None or not ("veff_format" in attrs or "veff_version" in attrs):
+            return FOREIGN
+        if "veff_version" in attrs and attrs.get("ready", True):
+            return STARTED
+        return UNSTARTED
+
+    def mark_ready(self) -> None:
+        """Every model's arrays are written: from now on --resume continues this store."""
+        self.root.attrs["ready"] = True
 
     @property
     def num_variants(self) -> int:
@@ -295,9 +367,10 @@ class Store:
     ) -> None:
         group = self.root["scores"][model]
         stop = start + len(padded)
-        for stat, values in scores.items():
-            group[stat][start:stop] = np.asarray(values, dtype=np.float32)
-        group["window_padded"][start:stop] = np.asarray(padded, dtype=bool)
+        with _write_errors(self.path, _RESUME_HINT):
+            for stat, values in scores.items():
+                group[stat][start:stop] = np.asarray(values, dtype=np.float32)
+            group["window_padded"][start:stop] = np.asarray(padded, dtype=bool)
 
     # ------------------------------------------------------------------ done markers
     def _marker(self, chunk: int) -> Path:
@@ -306,8 +379,9 @@ class Store:
     def mark_done(self, chunk: int) -> None:
         marker = self._marker(chunk)
         tmp = marker.with_suffix(".wip")
-        tmp.write_text(json.dumps({"range": self.chunk_range(chunk)}))
-        tmp.replace(marker)
+        with _write_errors(self.path, _RESUME_HINT):
+            tmp.write_text(json.dumps({"range": self.chunk_range(chunk)}))
+            tmp.replace(marker)
 
     def is_done(self, chunk: int) -> bool:
         return self._marker(chunk).exists()
@@ -323,11 +397,53 @@ class Store:
                 f"{self.path}: {len(missing)} chunk(s) not done (first: {missing[0]}); "
                 "rerun with --resume"
             )
-        self.root.attrs["complete"] = True
+        self.root.attrs.update({"complete": True, "ready": True})
         with warnings.catch_warnings():
             # zarr warns that consolidated metadata is not in the v3 spec; xarray reads it.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(self.path))
+
+
+_RESUME_HINT = "every chunk marked done is kept: fix it, then rerun with --resume"
+
+
+def _write_error(path: Path, exc: OSError, after: str) -> StoreError:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StoreError(f"cannot write {path}: {_WRITE_ERRORS[exc.errno]}{where}; {after}")
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path, after: str) -> Iterator[None]:
+    """A full disk, a read-only or forbidden directory: one line that says what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        raise _write_error(path, exc, after) from None
+
+
+def root_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The root group's attrs as ``zarr.json`` holds them; None if it is not a Zarr v3 group."""
+    try:
+        doc = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("node_type") != "group":
+        return None
+    attrs = doc.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else None
+
+
+def _empty_dir(path: Path, *, keep: str | None) -> None:
+    """Delete everything in ``path`` but ``keep`` (the lock file, held by the caller)."""
+    for entry in os.scandir(path):
+        if entry.name == keep:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def take_lock(path: str | os.PathLike, *, shared: bool, busy: str) -> int:
@@ -335,7 +451,7 @@ def take_lock(path: str | os.PathLike, *, shared: bool, busy: str) -> int:
     shared for one of several partition writers. Returns the descriptor that holds it (closing
     it, or the process ending, releases it). ``busy`` completes the refusal message and may
     name ``{holder}``, the last exclusive writer."""
-    lock_path = Path(path) / ".veff.lock"
+    lock_path = Path(path) / LOCK_NAME
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
