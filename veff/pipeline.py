@@ -203,6 +203,19 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
         run_config={**spec.to_json(), "veff_version": __version__},
         overwrite=spec.overwrite,
     )
+    try:
+        with _store.write_errors(out, "the store is not finished: fix it, then rerun with "
+                                 "--resume (it starts over)"):
+            _add_models(spec, store, genome, scorers)
+            store.root.attrs["fingerprint"] = run_fingerprint(spec, genome, [s.handle for s in scorers])
+            store.mark_ready()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _add_models(spec: RunSpec, store: Store, genome: Genome, scorers: list[ModelScorer]) -> None:
     for s in scorers:
         stats = dict(s.formulas)
         if spec.null_shuffles and s.handle.kind == "profile":
@@ -224,9 +237,6 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
                                     {"meaning": "sorted RC-averaged predicted counts of the --peaks set"})
     if spec.null_shuffles:
         _write_nulls(spec, store, genome, scorers)
-    store.root.attrs["fingerprint"] = run_fingerprint(spec, genome, [s.handle for s in scorers])
-    store.mark_ready()
-    return store
 
 
 def open_run(

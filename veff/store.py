@@ -122,23 +122,53 @@ class Store:
                 f"{path} already exists; pass --resume to finish it or --overwrite to replace it"
             )
         made = kind == ABSENT
-        with _write_errors(path, "nothing was written"):
+        with write_errors(path, "nothing was written"):
             path.mkdir(parents=True, exist_ok=True)
         # Locked before anything is deleted, and held from then on: a store that another
         # process writes is never replaced, and no one can start writing this one meanwhile.
         fd = take_lock(path, shared=False, busy="is held by another writer ({holder}); it is not "
                        "replaced while in use: stop that run first, or choose another --out")
+        store = cls(path, None)
         try:
             if kind in (STARTED, UNSTARTED):
                 _empty_dir(path, keep=LOCK_NAME)
-            root = zarr.open_group(str(path), mode="a")
+            store.root = root = zarr.open_group(str(path), mode="a")
             root.attrs["veff_format"] = FORMAT  # veff's from the first byte: may be restarted
-        except BaseException:
+            store.lock(fd)
+            n = store._write_variants(variants, chunk_size)
+            root.attrs.update(
+                {
+                    "veff_format": FORMAT,
+                    "veff_version": __version__,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "centring": CENTRING,
+                    "coordinates": "pos is the 1-based VCF position of the normalised allele",
+                    "num_variants": n,
+                    "chunk_size": chunk_size,
+                    "run": run_config,
+                    "models": [],
+                    "complete": False,
+                    "ready": False,  # set by mark_ready once every model's arrays exist
+                }
+            )
+            (path / "_veff" / "done").mkdir(parents=True, exist_ok=True)
+        except BaseException as exc:
+            # The input could not be read to its end, or the disk is full: leave no
+            # half-made store behind.
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    _empty_dir(path, keep=None)
             os.close(fd)
+            store._lock_fd = None
+            if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
+                raise _write_error(path, exc, "nothing was kept: fix it and run again") from None
             raise
-        store = cls(path, root)
-        store.lock(fd)
-        group = root.create_group("variants")
+        return store
+
+    def _write_variants(self, variants: Iterable[Variant], chunk_size: int) -> int:
+        group = self.root.create_group("variants")
         arrays = {
             name: group.create_array(
                 name,
@@ -154,40 +184,13 @@ class Store:
         # metadata and each write is a round trip to zarr's event loop, so per-chunk writes
         # spent most of the time there (32 s of 45 s per million rows, against 13 s reading).
         rows_per_write = chunk_size * max(1, WRITE_ROWS // chunk_size)
-        try:
-            for block in _blocks(variants, rows_per_write):
-                for name, dtype, get in _VARIANT_COLUMNS:
-                    arr = arrays[name]
-                    arr.resize((n + len(block),))
-                    arr[n : n + len(block)] = _column_array(name, dtype, [get(v) for v in block])
-                n += len(block)
-        except BaseException as exc:
-            # The input could not be read to its end: leave no half-made store behind.
-            if made:
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                _empty_dir(path, keep=None)
-            store.close()
-            if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
-                raise _write_error(path, exc, "nothing was kept: fix it and run again") from None
-            raise
-        root.attrs.update(
-            {
-                "veff_format": FORMAT,
-                "veff_version": __version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "centring": CENTRING,
-                "coordinates": "pos is the 1-based VCF position of the normalised allele",
-                "num_variants": n,
-                "chunk_size": chunk_size,
-                "run": run_config,
-                "models": [],
-                "complete": False,
-                "ready": False,  # set by mark_ready once every model's arrays exist
-            }
-        )
-        (path / "_veff" / "done").mkdir(parents=True, exist_ok=True)
-        return store
+        for block in _blocks(variants, rows_per_write):
+            for name, dtype, get in _VARIANT_COLUMNS:
+                arr = arrays[name]
+                arr.resize((n + len(block),))
+                arr[n : n + len(block)] = _column_array(name, dtype, [get(v) for v in block])
+            n += len(block)
+        return n
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, mode: str = "r+") -> "Store":
@@ -367,7 +370,7 @@ class Store:
     ) -> None:
         group = self.root["scores"][model]
         stop = start + len(padded)
-        with _write_errors(self.path, _RESUME_HINT):
+        with write_errors(self.path, _RESUME_HINT):
             for stat, values in scores.items():
                 group[stat][start:stop] = np.asarray(values, dtype=np.float32)
             group["window_padded"][start:stop] = np.asarray(padded, dtype=bool)
@@ -379,7 +382,7 @@ class Store:
     def mark_done(self, chunk: int) -> None:
         marker = self._marker(chunk)
         tmp = marker.with_suffix(".wip")
-        with _write_errors(self.path, _RESUME_HINT):
+        with write_errors(self.path, _RESUME_HINT):
             tmp.write_text(json.dumps({"range": self.chunk_range(chunk)}))
             tmp.replace(marker)
 
@@ -413,7 +416,7 @@ def _write_error(path: Path, exc: OSError, after: str) -> StoreError:
 
 
 @contextlib.contextmanager
-def _write_errors(path: Path, after: str) -> Iterator[None]:
+def write_errors(path: Path, after: str) -> Iterator[None]:
     """A full disk, a read-only or forbidden directory: one line that says what is kept."""
     try:
         yield
