@@ -196,3 +196,13 @@ def check(stored: Mapping[str, Any] | None, now: Mapping[str, Any], *, command: 
     lines = differences(stored, now, command=command, keys=keys)
     if lines:
         raise FingerprintMismatch([*lines, f"{command}: {path} is unchanged; {hint}"])
+
+
+def check_resume(spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle]) -> None:
+    """Refuse to resume ``spec.out`` with other inputs, models or options than it was
+    created with: one line per difference, before anything is written."""
+    from veff.store import root_attrs
+
+    check((root_attrs(spec.out) or {}).get("fingerprint"), run_fingerprint(spec, genome, handles),
+          command="--resume", path=spec.out,
+          hint="rerun with the inputs and options it was created with, or start over with --overwrite")

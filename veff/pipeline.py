@@ -245,13 +245,15 @@ def open_run(
     """The store (holding the writer lock) and the scorers of a run: a new store, or with
     ``--resume`` the existing one, whose fingerprint (inputs, models, options) must match
     and whose peak counts and null are reused as stored."""
+    from veff.fingerprint import check_resume
+
     if spec.resume:
         kind = Store.kind(spec.out)
         if kind in (_store.NOT_A_DIR, _store.FOREIGN):
             what = "is not a directory" if kind == _store.NOT_A_DIR else "is not a veff store"
             raise StoreError(f"--resume: {spec.out} {what}; nothing was changed: check --out")
         if kind == _store.STARTED:
-            check_fingerprint(spec, genome, handles)
+            check_resume(spec, genome, handles)
             store = Store.open(spec.out)
             try:
                 return store, scorers_for_store(store, spec, genome, list(handles))
@@ -262,16 +264,6 @@ def open_run(
         spec = dataclasses.replace(spec, overwrite=kind == _store.UNSTARTED)
     scorers = build_scorers(spec, genome, handles)
     return open_or_create(spec, genome, scorers), scorers
-
-
-def check_fingerprint(spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle]) -> None:
-    """Refuse to resume with other inputs, models or options than the store was created
-    with: one line per difference, before anything is written."""
-    from veff.fingerprint import check, run_fingerprint
-
-    stored = (_store.root_attrs(spec.out) or {}).get("fingerprint")
-    check(stored, run_fingerprint(spec, genome, handles), command="--resume", path=spec.out,
-          hint="rerun with the inputs and options it was created with, or start over with --overwrite")
 
 
 def _track_meta(s: ModelScorer) -> dict[str, list]:

@@ -15,15 +15,13 @@ chunks without a marker and an interrupted run never leaves a chunk half-counted
 Only veff's own stores are ever replaced (``--overwrite``) or restarted: a directory is one
 when its root attrs carry ``veff_format`` (written first, before any row) or, from older
 versions, ``veff_version``. Every chunk of every array is written even when it holds only
-the fill value, so a missing chunk file always means damage (see :meth:`Store.verify`).
+the fill value, so a missing chunk file always means damage (see veff/integrity.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -36,24 +34,36 @@ import numpy as np
 import zarr
 
 from veff import __version__
+from veff.store_dir import (  # noqa: F401 - re-exported: the store's names in one place
+    ABSENT,
+    EMPTY,
+    FOREIGN,
+    LOCK_NAME,
+    NOT_A_DIR,
+    STARTED,
+    UNSTARTED,
+    WRITE_ERRORS,
+    StoreError,
+    empty_dir,
+    path_kind,
+    root_attrs,
+    take_lock,
+    write_error,
+    write_errors,
+)
 from veff.types import Status, Variant
 
 CENTRING = "REF allele's first base at 0-based window index L // 2"
 FORMAT = 2  # root attr veff_format; 2: every chunk stored (stores without it are format 1)
-LOCK_NAME = ".veff.lock"
-
-# What a path at --out is (Store.kind): only veff's own stores are ever replaced.
-ABSENT, EMPTY, NOT_A_DIR, FOREIGN, UNSTARTED, STARTED = (
-    "absent", "empty", "not a directory", "foreign", "unstarted", "started")
 
 # zarr leaves out a chunk that holds only the fill value (an all-NaN score chunk, an
 # all-False flag), which reads back exactly as a deleted chunk file does. veff writes every
 # chunk so that a missing one is always damage, never a value.
 zarr.config.set({"array.write_empty_chunks": True})
 
-_WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                 errno.EPERM: "permission denied", errno.EIO: "an I/O error"}
+
+
+_RESUME_HINT = "every chunk marked done is kept: fix it, then rerun with --resume"
 
 # (name, zarr dtype, how to read it off a Variant)
 _VARIANT_COLUMNS: tuple[tuple[str, Any, Any], ...] = (
@@ -72,10 +82,6 @@ _VARIANT_COLUMNS: tuple[tuple[str, Any, Any], ...] = (
     ("orig_alt", str, lambda v: v.orig_alt if v.orig_alt is not None else v.alt),
     ("fasta_chrom", str, lambda v: v.fasta_chrom or ""),
 )
-
-
-class StoreError(Exception):
-    """The store cannot be created, opened or written as asked."""
 
 
 def _column_array(name: str, dtype: Any, values: list) -> np.ndarray:
@@ -131,7 +137,7 @@ class Store:
         store = cls(path, None)
         try:
             if kind in (STARTED, UNSTARTED):
-                _empty_dir(path, keep=LOCK_NAME)
+                empty_dir(path, keep=LOCK_NAME)
             store.root = root = zarr.open_group(str(path), mode="a")
             root.attrs["veff_format"] = FORMAT  # veff's from the first byte: may be restarted
             store.lock(fd)
@@ -159,11 +165,11 @@ class Store:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 with contextlib.suppress(OSError):
-                    _empty_dir(path, keep=None)
+                    empty_dir(path, keep=None)
             os.close(fd)
             store._lock_fd = None
-            if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
-                raise _write_error(path, exc, "nothing was kept: fix it and run again") from None
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+                raise write_error(path, exc, "nothing was kept: fix it and run again") from None
             raise
         return store
 
@@ -234,19 +240,7 @@ class Store:
         """ABSENT, EMPTY (a directory holding nothing, or only a lock file), NOT_A_DIR,
         FOREIGN (anything but a veff store), UNSTARTED (veff's, killed while being created)
         or STARTED."""
-        p = Path(path)
-        if not p.exists():
-            return NOT_A_DIR if p.is_symlink() else ABSENT
-        if not p.is_dir():
-            return NOT_A_DIR
-        if {e.name for e in os.scandir(p)} <= {LOCK_NAME}:
-            return EMPTY
-        attrs = root_attrs(p)
-        if attrs is None or not ("veff_format" in attrs or "veff_version" in attrs):
-            return FOREIGN
-        if "veff_version" in attrs and attrs.get("ready", True):
-            return STARTED
-        return UNSTARTED
+        return path_kind(path)
 
     def mark_ready(self) -> None:
         """Every model's arrays are written: from now on --resume continues this store."""
@@ -405,66 +399,6 @@ class Store:
             # zarr warns that consolidated metadata is not in the v3 spec; xarray reads it.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(self.path))
-
-
-_RESUME_HINT = "every chunk marked done is kept: fix it, then rerun with --resume"
-
-
-def _write_error(path: Path, exc: OSError, after: str) -> StoreError:
-    where = f" ({exc.filename})" if exc.filename else ""
-    return StoreError(f"cannot write {path}: {_WRITE_ERRORS[exc.errno]}{where}; {after}")
-
-
-@contextlib.contextmanager
-def write_errors(path: Path, after: str) -> Iterator[None]:
-    """A full disk, a read-only or forbidden directory: one line that says what is kept."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _WRITE_ERRORS:
-            raise
-        raise _write_error(path, exc, after) from None
-
-
-def root_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The root group's attrs as ``zarr.json`` holds them; None if it is not a Zarr v3 group."""
-    try:
-        doc = json.loads((Path(path) / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("node_type") != "group":
-        return None
-    attrs = doc.get("attributes", {})
-    return attrs if isinstance(attrs, dict) else None
-
-
-def _empty_dir(path: Path, *, keep: str | None) -> None:
-    """Delete everything in ``path`` but ``keep`` (the lock file, held by the caller)."""
-    for entry in os.scandir(path):
-        if entry.name == keep:
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
-
-
-def take_lock(path: str | os.PathLike, *, shared: bool, busy: str) -> int:
-    """Take the store's ``.veff.lock`` without waiting: exclusive for a whole-store writer,
-    shared for one of several partition writers. Returns the descriptor that holds it (closing
-    it, or the process ending, releases it). ``busy`` completes the refusal message and may
-    name ``{holder}``, the last exclusive writer."""
-    lock_path = Path(path) / LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            holder = lock_path.read_text().strip() or "another process"
-            raise StoreError(f"{path} " + busy.format(holder=holder)) from None
-        raise
-    return fd
 
 
 WRITE_ROWS = 65_536  # rows per write while streaming the input into variants/
