@@ -248,3 +248,39 @@ def test_run_partition_refuses_a_genome_changed_since_plan(world, tmp_path):
     g.write_bytes((world / "g.fa").read_bytes())  # the original back: it runs
     run_partition(tmp_path / "p.zarr", 1)
     assert finalize(tmp_path / "p.zarr").num_partitions == 2
+
+
+# ---------------------------------------------------------------------------- digests
+def test_genome_digest_is_content_not_layout_and_sampling_sees_the_sampled_bases(tmp_path, monkeypatch):
+    import veff.fingerprint as fpm
+    from conftest import write_fasta
+    from veff.io.genome import Genome
+
+    rng = np.random.default_rng(11)
+    seqs = {"chr1": "".join(rng.choice(list("ACGT"), 9001)), "chr2": "".join(rng.choice(list("ACGT"), 3001))}
+
+    def digest(name, seqs, width=60):
+        path = write_fasta(tmp_path / name, seqs, {k: width for k in seqs})
+        with Genome(path) as g:
+            return fpm.genome_digest(g)
+
+    def same(a, b):
+        return fpm._identity("--genome", a) == fpm._identity("--genome", b)
+
+    full = digest("a.fa", seqs)
+    assert full["bases"] == "all"
+    assert same(full, digest("b.fa", seqs, width=80))  # another line width: the same genome
+    lower = {k: v.lower() for k, v in seqs.items()}
+    assert same(full, digest("c.fa", lower))  # soft-masking: the models see the same tokens
+    edit = dict(seqs, chr1=seqs["chr1"][:4500] + ("A" if seqs["chr1"][4500] != "A" else "C") + seqs["chr1"][4501:])
+    assert not same(full, digest("d.fa", edit))
+    assert not same(full, digest("e.fa", {"chr1": seqs["chr1"], "chr2b": seqs["chr2"]}))
+
+    monkeypatch.setattr(fpm, "FULL_GENOME_BASES", 0)  # a large genome: 64 stretches per contig
+    sampled = digest("f.fa", seqs)
+    assert sampled["bases"] == "64 x 32 bp per contig"
+    last = len(seqs["chr1"]) - fpm.SAMPLE_LEN
+    at = 10 * last // 63 + 3  # inside the 11th stretch
+    hit = dict(seqs, chr1=seqs["chr1"][:at] + ("A" if seqs["chr1"][at] != "A" else "C") + seqs["chr1"][at + 1:])
+    assert not same(sampled, digest("g.fa", hit))
+    assert not same(sampled, digest("h.fa", dict(seqs, chr2=seqs["chr2"][:-1])))  # a length
