@@ -26,6 +26,9 @@ def _message(exc: BaseException) -> str:
         extra = _EXTRAS.get(root)
         hint = f"pip install 'veff[{extra}]'" if extra else f"pip install {root}"
         return f"this needs the optional package {root}; install it with {hint}"
+    lines = getattr(exc, "lines", None)  # several independent problems: one line each
+    if lines:
+        return "\nveff: error: ".join(lines)
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -156,7 +159,7 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
                       overwrite, ref_mismatch, max_indel_len, centering="veff",
                       keep_strands=False, no_indel_align=False, resume=False):
     from veff.engine import ScoreOptions
-    from veff.pipeline import RunSpec, default_chunk_size
+    from veff.pipeline import RunSpec
 
     options = ScoreOptions(
         stats=tuple(s.strip() for s in stats.split(",") if s.strip()) if stats else None,
@@ -177,7 +180,7 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
         models=tuple(models),
         out=out,
         options=options,
-        chunk_size=chunk_size or default_chunk_size(batch_size),
+        chunk_size=chunk_size,  # None: default_chunk_size(batch_size), or the resumed store's
         resume=resume,
         overwrite=overwrite,
         ref_mismatch=ref_mismatch,

@@ -24,6 +24,7 @@ from veff.io.vcf import read_variants
 from veff.io.windows import WindowBatch, build_windows
 from veff.models.base import ModelHandle
 from veff.signals import Interrupted, StopRequest
+from veff import store as _store
 from veff.store import Store, StoreError
 from veff.types import Status, Variant
 
@@ -35,7 +36,8 @@ class RunSpec:
     models: tuple[str, ...]
     out: str
     options: ScoreOptions = ScoreOptions()
-    chunk_size: int = 1024
+    # None: default_chunk_size(batch size) for a new store; a resumed store keeps its own
+    chunk_size: int | None = 1024
     resume: bool = False
     overwrite: bool = False
     ref_mismatch: str = "skip"
@@ -51,7 +53,7 @@ class RunSpec:
     def __post_init__(self):
         if not self.models:
             raise ValueError("at least one --model is needed")
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError("chunk size must be ≥ 1")
         if self.null_shuffles < 0 or self.null_variants < 1:
             raise ValueError("--null-shuffles must be ≥ 0 and the null needs ≥ 1 variant")
@@ -192,8 +194,12 @@ def _window_attrs(s: ModelScorer) -> dict[str, Any]:
 
 def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) -> Store:
     """Create the store for a new run: every variant row, every model's arrays, the peak
-    counts and the shuffled null."""
+    counts and the shuffled null, and the run's fingerprint (veff.fingerprint)."""
+    from veff.fingerprint import run_fingerprint
+
     out = Path(spec.out)
+    if spec.chunk_size is None:
+        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(spec.options.batch_size))
     variants = read_variants(
         spec.variants,
         genome,
@@ -207,7 +213,20 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
         run_config={**spec.to_json(), "veff_version": __version__},
         overwrite=spec.overwrite,
     )
-    store.root.attrs["centering"] = spec.options.centering
+    try:
+        with _store.write_errors(out, "the store is not finished: fix it, then rerun with "
+                                 "--resume (it starts over)"):
+            store.root.attrs["centering"] = spec.options.centering
+            _add_models(spec, store, genome, scorers)
+            store.root.attrs["fingerprint"] = run_fingerprint(spec, genome, [s.handle for s in scorers])
+            store.mark_ready()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _add_models(spec: RunSpec, store: Store, genome: Genome, scorers: list[ModelScorer]) -> None:
     for s in scorers:
         stats = dict(s.formulas)
         if spec.null_shuffles and s.handle.kind == "profile":
@@ -229,26 +248,32 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
                                     {"meaning": "sorted RC-averaged predicted counts of the --peaks set"})
     if spec.null_shuffles:
         _write_nulls(spec, store, genome, scorers)
-    return store
 
 
 def open_run(
     spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle]
 ) -> tuple[Store, list[ModelScorer]]:
     """The store (holding the writer lock) and the scorers of a run: a new store, or with
-    ``--resume`` the existing one, whose models must match and whose peak counts and null
-    are reused as stored."""
-    if spec.resume and Store.is_started(spec.out):
-        store = Store.open(spec.out)
-        try:
-            return store, scorers_for_store(store, spec, genome, list(handles))
-        except BaseException:
-            store.close()
-            raise
+    ``--resume`` the existing one, whose fingerprint (inputs, models, options) must match
+    and whose peak counts and null are reused as stored."""
+    from veff.fingerprint import check_resume
+
+    if spec.resume:
+        kind = Store.kind(spec.out)
+        if kind in (_store.NOT_A_DIR, _store.FOREIGN):
+            what = "is not a directory" if kind == _store.NOT_A_DIR else "is not a veff store"
+            raise StoreError(f"--resume: {spec.out} {what}; nothing was changed: check --out")
+        if kind == _store.STARTED:
+            check_resume(spec, genome, handles)
+            store = Store.open(spec.out)
+            try:
+                return store, scorers_for_store(store, spec, genome, list(handles))
+            except BaseException:
+                store.close()
+                raise
+        # a veff store killed while being created starts over (Store.create takes its lock)
+        spec = dataclasses.replace(spec, overwrite=kind == _store.UNSTARTED)
     scorers = build_scorers(spec, genome, handles)
-    if spec.resume and (Path(spec.out) / "zarr.json").is_file():
-        # a veff run killed before its variant table was complete: start it over
-        spec = dataclasses.replace(spec, overwrite=True)
     return open_or_create(spec, genome, scorers), scorers
 
 
