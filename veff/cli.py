@@ -106,6 +106,11 @@ def check(variants, genome, ref_mismatch, max_indel_len):
 
     report = check_variants(variants, genome, ref_mismatch=ref_mismatch, max_indel_len=max_indel_len)
     click.echo(report.format())
+    blockers = report.blockers(ref_mismatch)
+    for line in blockers:
+        click.echo(f"veff: error: {line}", err=True)
+    if blockers:  # the input cannot be scored as given
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- score
