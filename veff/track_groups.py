@@ -103,7 +103,7 @@ def load_groups(path: str | Path) -> GroupsConfig:
             unknown = set(m) - {"model", "stat", "tracks", "match"}
             if unknown:
                 raise ConsensusError(f"{path}: unknown member key(s) {sorted(unknown)} in {g['name']!r}")
-            tracks = m.get("tracks") or ()
+            tracks = m.get("tracks") or []
             tracks = [tracks] if isinstance(tracks, str) else tracks
             if not isinstance(tracks, list) or not all(isinstance(t, (str, int)) for t in tracks):
                 raise ConsensusError(f"{path}: 'tracks' of {g['name']!r} must be a list of track names")

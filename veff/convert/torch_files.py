@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,11 @@ def load_torch(path: str | Path, *, trust_pickle: bool = False, allow: list[Any]
     path = str(path)
     if not Path(path).is_file():
         raise ConvertError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # zip, or pickle PROTO
+        raise ConvertError(f"{path}: not a torch file (neither torch's zip format nor a "
+                           "pickle); check the path and --format")
     if trust_pickle:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
@@ -106,16 +112,22 @@ def load_torch(path: str | Path, *, trust_pickle: bool = False, allow: list[Any]
     import pickle
 
     try:
-        with torch.serialization.safe_globals(list(allow)):
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(allow)):
+            warnings.simplefilter("ignore")  # torch's multi-line notes about pickle protocols
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
+        text = str(e)
+        if "weights only" not in text.lower():
             raise ConvertError(f"{path}: cannot read as a torch file ({_first_line(e)})") from None
-        needed = _needed_globals(torch, path) or re.findall(r"GLOBAL ([\w.]+)", str(e))[:1]
-        names = (f" ({', '.join(needed[:4])}{', …' if len(needed) > 4 else ''})"
-                 if needed else "")
-        raise ConvertError(f"{path}: holds Python objects{names} that veff does not load "
-                           f"(it never runs code from a file); {TRUST_HINT}") from None
+        needed = _needed_globals(torch, path) or re.findall(r"GLOBAL ([\w.]+)", text)[:1]
+        if needed:
+            what = (f"references {', '.join(needed[:4])}{', …' if len(needed) > 4 else ''}, "
+                    "which veff does not load (it never runs code from a file)")
+        else:
+            reason = text.partition("WeightsUnpickler error:")[2].strip()
+            what = ("cannot be read by torch's restricted loader"
+                    + (f" ({_first_line(ValueError(reason))})" if reason else ""))
+        raise ConvertError(f"{path}: {what}; {TRUST_HINT}") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for foreign files
         raise ConvertError(f"{path}: cannot read as a torch file ({type(e).__name__}: "
                            f"{_first_line(e)})") from None
