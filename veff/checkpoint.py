@@ -111,18 +111,9 @@ def save_checkpoint(
     flat = {k: np.ascontiguousarray(v) for k, v in flatten(params).items()}
     _check_finite(flat, directory / WEIGHTS)
     save_file(flat, str(directory / WEIGHTS))
-    doc = {
-        "format_version": FORMAT_VERSION,
-        "arch": arch,
-        "config": config,
-        "tracks": tracks or [],
-        "metadata": metadata or {},
-    }
-    doc = json.loads(json.dumps(doc))  # the digest is of what a reader parses back
-    doc["sha256"] = digest = checkpoint_digest(doc, directory / WEIGHTS)
-    tmp = directory / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    tmp.replace(directory / CONFIG)
+    doc = write_config(directory, {"arch": arch, "config": config, "tracks": tracks or [],
+                                   "metadata": metadata or {}})
+    digest = doc["sha256"]
     return Checkpoint(
         arch=arch,
         config=config,
@@ -132,6 +123,22 @@ def save_checkpoint(
         sha256=digest,
         path=directory,
     )
+
+
+def write_config(directory: str | os.PathLike, doc: dict[str, Any]) -> dict[str, Any]:
+    """Write ``doc`` as the config.json of ``directory`` (whose weights are written), with
+    the current format version and its digest; returns what was written. Anything that
+    edits a checkpoint's config.json (e.g. ``veff fetch`` stamping its metadata) goes
+    through here, so the digest stays valid."""
+    directory = Path(directory)
+    doc = {**doc, "format_version": FORMAT_VERSION}
+    doc.pop("sha256", None)
+    doc = json.loads(json.dumps(doc))  # the digest is of what a reader parses back
+    doc["sha256"] = checkpoint_digest(doc, directory / WEIGHTS)
+    tmp = directory / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp.replace(directory / CONFIG)
+    return doc
 
 
 def _check_finite(flat: dict[str, np.ndarray], where: Path) -> None:
