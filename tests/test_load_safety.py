@@ -140,7 +140,7 @@ def test_trust_pickle_is_refused_by_formats_without_torch_files(tmp_path):
     write_chrombpnet_h5(h5, kind="bias", filters=5, n_layers=2, seed=0)
     r = CliRunner().invoke(main, ["convert", str(h5), "--format", "chrombpnet-h5",
                                   "--out", str(tmp_path / "o"), "--trust-pickle"])
-    assert r.exit_code == 1 and "trust_pickle" in r.output
+    assert r.exit_code == 1 and "--trust-pickle is for torch files" in r.output
 
 
 def test_numpy_allow_list_is_exact():
@@ -175,12 +175,16 @@ def test_digest_covers_config_json(tmp_path):
     # editing config.json after the fact (a gamma setting, a track name) is refused
     for edit in (lambda d: d["config"].update(gamma="enformer_pytorch"),
                  lambda d: d["tracks"][0].update(name="other"),
+                 lambda d: d["metadata"].update(head_tracks={"human": ["x"]}),
                  lambda d: d.update(arch="enformer")):
         _rewrite(tmp_path / "a", edit)
         with pytest.raises(CheckpointError, match="config.json was changed"):
             load_checkpoint(tmp_path / "a")
         _tiny(tmp_path, "a", {"gamma": "tf"})
     assert load_checkpoint(tmp_path / "a").sha256 == a.sha256  # deterministic
+    # the model's name and provenance describe it: a renamed copy keeps the digest
+    _rewrite(tmp_path / "a", lambda d: d["metadata"].update(name="renamed", note="x"))
+    assert load_checkpoint(tmp_path / "a").sha256 == a.sha256
 
 
 def test_weights_edit_is_refused(tmp_path):

@@ -4,11 +4,13 @@
 - ``config.json``: ``{"format_version": 2, "arch": ..., "config": {...}, "tracks": [...],
   "metadata": {...}, "sha256": <digest>}``.
 
-The digest (format 2) covers everything that can change a number: sha256 of a header line,
-the canonical JSON of config.json without its ``sha256`` field (arch, config, tracks with
-their strand pairs, metadata) and the bytes of weights.safetensors. Loading verifies it, so
+The digest (format 2) covers everything that can change a number or its label: sha256 of a
+header line, the canonical JSON of config.json's ``format_version``, ``arch``, ``config``,
+``tracks`` (names, strand pairs, targets-file columns) and the metadata the model builders
+read (``DIGEST_METADATA``), then the bytes of weights.safetensors. Loading verifies it, so
 an edited config (a gamma setting, a track list) or a truncated weights file is an error,
-not a silently different model, and two checkpoints with one digest score alike. Format 1
+not a silently different model, and two checkpoints with one digest score alike. The rest
+of metadata (name, provenance) is description: a renamed copy keeps its digest. Format 1
 checkpoints (digest of the weights file only) still load: their weights are checked against
 the stored digest and the checkpoint's ``sha256`` is the format-2 digest computed on load.
 Weights must be finite: a NaN or Inf tensor is refused by name.
@@ -29,6 +31,10 @@ WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 2
 _DIGEST_HEADER = b"veff checkpoint digest v2\n"
+# metadata read by the model builders (track names of a head, the track of a lone BPNet);
+# the rest of metadata (name, provenance, converter facts) describes and is not digested,
+# so a renamed copy of a model shares its digest (and its cached backgrounds).
+DIGEST_METADATA = ("head_tracks", "role")
 
 
 class CheckpointError(Exception):
@@ -80,7 +86,9 @@ def _sha256(path: Path, h: Any = None) -> str:
 
 
 def _canonical(doc: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in doc.items() if k != "sha256"}
+    body = {k: v for k, v in doc.items() if k not in ("sha256", "metadata")}
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    body["metadata"] = {k: meta[k] for k in DIGEST_METADATA if k in meta}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=True).encode()
 

@@ -105,6 +105,12 @@ def exit_for(exc: BaseException) -> None:
         sys.exit(EXIT_SIGINT)
     if os.environ.get("VEFF_DEBUG"):
         raise exc
+    if isinstance(exc, BrokenPipeError):  # `veff models | head`: the reader left; say nothing
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        sys.exit(EXIT_ERROR)
     if is_user_error(exc):
         click.echo(f"veff: error: {message(exc)}", err=True)
     else:
