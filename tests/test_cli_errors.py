@@ -128,7 +128,10 @@ def test_library_errors_are_user_errors(tmp_path, monkeypatch):
     for exc, words in ((json.JSONDecodeError("Expecting value", "x", 0), "Expecting value"),
                        (SafetensorError("header too large"), "SafetensorError: header too large"),
                        (OverflowError("Python int too large to convert to C long"),
-                        "a number is too large")):
+                        "a number is too large"),
+                       (RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9 GiB"),
+                        "out of memory on the device; lower --batch-size"),
+                       (MemoryError(), "out of memory; lower --batch-size")):
         def fail(*a, exc=exc, **k):
             raise exc
 

@@ -69,6 +69,9 @@ def message(exc: BaseException) -> str:
         return f"this needs the optional package {root}; install it with {hint}"
     if isinstance(exc, OSError):
         return _os_message(exc)
+    if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
+        return ("out of memory" + (" on the device" if "RESOURCE_EXHAUSTED" in str(exc) else "")
+                + "; lower --batch-size (or score fewer models at once)")
     if isinstance(exc, OverflowError):
         return f"a number is too large ({_first_line(str(exc)) or 'overflow'})"
     text = _first_line(str(exc))
@@ -82,8 +85,10 @@ def message(exc: BaseException) -> str:
 
 def is_user_error(exc: BaseException) -> bool:
     """True: bad input or a failing file system. False: a bug in veff."""
-    if isinstance(exc, (OSError, ValueError, OverflowError, EOFError)):
+    if isinstance(exc, (OSError, ValueError, OverflowError, EOFError, MemoryError)):
         return True  # OSError covers FileNotFoundError, PermissionError, EROFS, ENOSPC, …
+    if "RESOURCE_EXHAUSTED" in str(exc):  # XLA: the device ran out of memory
+        return True
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         return True
     module = type(exc).__module__ or ""
