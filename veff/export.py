@@ -30,7 +30,7 @@ import numpy as np
 from veff import __version__
 from veff.store import Store
 
-FORMATS = ("tsv", "parquet", "polyfun", "vcf")
+FORMATS = ("tsv", "parquet", "polyfun", "vcf", "genes")
 _VARIANT_COLS = ("chrom", "pos", "ref", "alt", "id", "status")
 _CONS_FIELDS = ("score", "sign_agreement", "num_strong", "num_models")
 # PLINK chromosome codes: PolyFun wants numeric CHR.
@@ -384,6 +384,11 @@ def export(store_path: str | Path, fmt: str, out: str | Path, *, wide: bool = Fa
             return [out]
         if fmt == "polyfun":
             return _write_polyfun(src, out)
+        if fmt == "genes":  # the (variant, gene) tables (veff/export_genes.py)
+            from veff.export_genes import write_genes_tsv
+
+            write_genes_tsv(store, out)
+            return [out]
         _write_vcf(src, out)
         return [out]
     finally:
