@@ -94,3 +94,18 @@ def test_variant_scorer_windows_for_indels(world, tmp_path, rc):
         assert abs(out["veff"][i] - want) <= 2e-5 * (1 + abs(want)), (i, out["veff"][i], want)
     assert out["veff"][2] == out["variant-scorer"][2]  # an SNV: the same window
     assert (out["veff"][:2] != out["variant-scorer"][:2]).all()
+
+
+def test_tsv_empty_allele_insertion(world, tmp_path):
+    """variant-scorer's `- AC` at POS: REF is empty, inserted at 0-based POS - 1 (no anchor)."""
+    d, seq, _ = world
+    h = load_model(str(d / "cb"))
+    (tmp_path / "v.tsv").write_text(f"chr1\t1500\t-\tAC\tins\nchr1\t1600\t{seq[1599:1601]}\t-\tdel\n")
+    r = CliRunner().invoke(main, ["score", str(tmp_path / "v.tsv"), "--genome", str(d / "g.fa"), "--model",
+                                  str(d / "cb"), "--out", str(tmp_path / "t.zarr"), "--quiet",
+                                  "--stats", "logfc", "--indel-windows", "variant-scorer"])
+    assert r.exit_code == 0, r.output
+    got = np.asarray(zarr.open_group(str(tmp_path / "t.zarr"), mode="r")["scores/cb/logfc"][:])[:, 0]
+    for i, (p, a1, a2) in enumerate([(1500, "", "AC"), (1600, seq[1599:1601], "")]):
+        want = expected_logfc(h, *variant_scorer_seqs(seq, p, a1, a2, IN_LEN), True)
+        assert abs(got[i] - want) <= 2e-5 * (1 + abs(want)), (i, got[i], want)
