@@ -106,6 +106,10 @@ _RUN_OPTIONS = [
                  help="REF's first base at L//2 (veff) or L//2-1 (baskerville hound_snp, gReLU)."),
     click.option("--keep-strands", is_flag=True, help="Binned models: keep both strands of strand-paired tracks (default: sum them, as hound_snp)."),
     click.option("--no-indel-align", is_flag=True, help="Binned models: compare indel bins unaligned (default: stitch ALT at the variant)."),
+    click.option("--indel-windows", type=click.Choice(["veff", "variant-scorer"]), default="veff", show_default=True,
+                 help="Windows at the normalised variant (veff) or at the input's own POS and alleles (variant-scorer)."),
+    click.option("--genes", default=None, type=click.Path(exists=True, dir_okay=False),
+                 help="Binned models: GTF (plain or .gz); adds the (variant, gene) table scores/<model>/genes/."),
 ]
 
 
@@ -120,7 +124,8 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
                       center_bp, chunk_size, shifts, untransform, peaks, null_shuffles,
                       null_variants, seed, devices, groups, background_n, no_consensus,
                       overwrite, ref_mismatch, max_indel_len, centering="veff",
-                      keep_strands=False, no_indel_align=False, resume=False):
+                      keep_strands=False, no_indel_align=False, resume=False,
+                      indel_windows="veff", genes=None):
     from veff.engine import ScoreOptions
     from veff.pipeline import RunSpec
 
@@ -141,6 +146,7 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
         centering=centering,
         keep_strands=keep_strands,
         indel_align=not no_indel_align,
+        indel_windows=indel_windows,
     )
     return RunSpec(
         variants=variants,
@@ -160,6 +166,7 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
         consensus=not no_consensus,
         groups=groups,
         background_n=background_n,
+        genes=genes,
     )
 
 
@@ -351,7 +358,7 @@ def report(store, out, genome, models, top):
 
 @main.command("export")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", required=True, type=click.Choice(["tsv", "parquet", "polyfun", "vcf"]))
+@click.option("--format", "fmt", required=True, type=click.Choice(["tsv", "parquet", "polyfun", "vcf", "genes"]))
 @click.option("--out", required=True, type=click.Path(), help="File (polyfun: prefix for PATH.<chrom>.annot.parquet).")
 @click.option("--wide", is_flag=True, help="tsv/parquet: one row per variant instead of one per score.")
 @_one_line_errors

@@ -38,6 +38,7 @@ class ScoreOptions:
     centering: str = "veff"  # "veff": REF's first base at L//2; "baskerville": at L//2 - 1
     keep_strands: bool = False  # binned models: keep both strands of a strand pair
     indel_align: bool = True  # binned models: stitch ALT at the variant for indels
+    indel_windows: str = "veff"  # "variant-scorer": windows at the input's own POS/alleles
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -50,6 +51,8 @@ class ScoreOptions:
             raise ValueError(f"untransform must be new or legacy, got {self.untransform!r}")
         if self.centering not in ("veff", "baskerville"):
             raise ValueError(f"centering must be veff or baskerville, got {self.centering!r}")
+        if self.indel_windows not in ("veff", "variant-scorer"):
+            raise ValueError(f"indel windows must be veff or variant-scorer, got {self.indel_windows!r}")
 
     @property
     def centre_offset(self) -> int:
@@ -181,10 +184,11 @@ class ModelScorer:
 
         forward = incremental if pair else full
 
-        def one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len):
+        def one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len, genes):
             params = _compute_dtype_params(params, dtype)
             per_shift = [
-                reduce(forward(params, ref_tok, alt_tok, s, ref_len, alt_len), ref_len, alt_len, s, peaks)
+                reduce(forward(params, ref_tok, alt_tok, s, ref_len, alt_len), ref_len, alt_len, s, peaks,
+                       genes)
                 for s in shifts
             ]
             if len(per_shift) == 1:
@@ -192,22 +196,27 @@ class ModelScorer:
             # baskerville's order: statistics per shift, then their mean
             return jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *per_shift)
 
-        post = self._post or (lambda scores: scores)
+        merge = self._post or (lambda scores: scores)
 
-        def step(params, peaks, ref_tok, alt_tok, ref_len, alt_len):
+        def post(scores):  # gene statistics (keys "gene:…") are strand-selected, never merged
+            return {**merge(scores), **{k: v for k, v in scores.items() if k.startswith("gene:")}}
+
+        def step(params, peaks, ref_tok, alt_tok, ref_len, alt_len, *genes):
+            genes = genes or None  # binned models with --genes: (exon_mask, minus)
             if handle.num_folds == 1:
-                return post(one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len))
+                return post(one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len, genes))
             peak_axis = None if peaks is None else 0
-            per_fold = jax.vmap(one_fold, in_axes=(0, peak_axis, None, None, None, None))(
-                params, peaks, ref_tok, alt_tok, ref_len, alt_len
+            per_fold = jax.vmap(one_fold, in_axes=(0, peak_axis, None, None, None, None, None))(
+                params, peaks, ref_tok, alt_tok, ref_len, alt_len, genes
             )
             # fold ensemble: the mean of per-fold scores (variant-scorer's summary)
             return post(jax.tree.map(lambda a: a.mean(axis=0), per_fold))
 
         return step
 
-    def score(self, windows: WindowBatch) -> dict[str, np.ndarray]:
-        """Scores for every row of ``windows``: {stat: (B, T) float32}.
+    def score(self, windows: WindowBatch, genes: Any = None) -> dict[str, np.ndarray]:
+        """Scores for every row of ``windows``: {stat: (B, T) float32}; with ``genes`` (a
+        ``veff.scoring.gene_pairs.GeneRows``, binned models) also {"gene:<stat>": (B, G, T')}.
 
         Single-base substitutions go through the incremental step when the model has one;
         everything else through the full step. Each step sees the same static batch shape
@@ -220,21 +229,27 @@ class ModelScorer:
         out = {s: np.full((n, len(self.track_names)), np.nan, np.float32) for s in self.stats}
         for rows, step in groups:
             if len(rows):
-                for k, v in self._run(step, _take(windows, rows)).items():
-                    out[k][rows] = v.reshape(len(rows), -1)
+                sub = None if genes is None else genes.take(rows)
+                for k, v in self._run(step, _take(windows, rows), sub).items():
+                    if k not in out:  # gene statistics
+                        out[k] = np.full((n, *v.shape[1:]), np.nan, np.float32)
+                    out[k][rows] = v.reshape(len(rows), *out[k].shape[1:])
         return out
 
-    def _run(self, step: Callable, windows: WindowBatch) -> dict[str, np.ndarray]:
+    def _run(self, step: Callable, windows: WindowBatch, genes: Any = None) -> dict[str, np.ndarray]:
         n, bs = len(windows.ref), self.step_size
         pending, spans = [], []
         for start in range(0, n, bs):
             stop = min(start + bs, n)
-            args = sharding.shard_batch(_padded_args(windows, start, stop, bs), self.mesh)
+            args = _padded_args(windows, start, stop, bs)
+            if genes is not None:
+                args = (*args, *genes.padded(start, stop, bs))
+            args = sharding.shard_batch(args, self.mesh)
             # Dispatch is asynchronous: queue every step before reading any result back.
             pending.append(step(self.params, self.peaks, *args))
             spans.append(stop - start)
         pieces = [{k: np.asarray(v)[:m] for k, v in p.items()} for p, m in zip(pending, spans)]
-        return {k: np.concatenate([p[k] for p in pieces]) for k in self.stats}
+        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]} if pieces else {}
 
 
 def _peak_array(peak_counts: np.ndarray | None, num_folds: int) -> jax.Array | None:
@@ -276,7 +291,7 @@ def _profile_reducer(handle: ModelHandle, options: ScoreOptions, peak_counts):
     ]
     stats = _select(options.stats, available, handle.name, profile.STAT_INFO)
 
-    def reduce(parts: list[dict], ref_len, alt_len, shift, sorted_peaks) -> dict[str, Any]:
+    def reduce(parts: list[dict], ref_len, alt_len, shift, sorted_peaks, genes=None) -> dict[str, Any]:
         if len(parts) == 4:
             ref = profile.rc_average(parts[0], parts[2])
             alt = profile.rc_average(parts[1], parts[3])
@@ -296,6 +311,9 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
     pairs = [t.get("strand_pair", i) for i, t in enumerate(handle.tracks)]
     strand_pair = jnp.asarray(pairs, dtype=jnp.int32)
     off = options.centre_offset
+    from veff.scoring.genes import strand_tracks
+
+    gene_plus, gene_minus, _ = strand_tracks(handle.tracks)
     # baskerville averages the raw (squashed) RC pair, then untransforms (its ensemble model)
     untransform_after_rc = options.centering == "baskerville"
 
@@ -304,7 +322,7 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
             return pred
         return tracks.untransform(pred, handle.tracks, legacy=options.untransform == "legacy")
 
-    def reduce(parts: list[dict], ref_len, alt_len, shift, peaks) -> dict[str, Any]:
+    def reduce(parts: list[dict], ref_len, alt_len, shift, peaks, genes=None) -> dict[str, Any]:
         n = len(parts) // 2 if options.rc else len(parts)
         preds = [p["tracks"] for p in parts[:n]]
         if options.rc:
@@ -319,7 +337,13 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
         geometry = dict(bin_size=handle.bin_size, window_len=handle.window_len, shift_bp=shift + off)
         if len(preds) == 3:  # indel alignment: right of the variant from the moved-back ALT
             alt = tracks.stitch_predictions(alt, preds[2], **geometry)
-        return tracks.compute_track_stats(ref, alt, specs, **geometry)
+        scores = tracks.compute_track_stats(ref, alt, specs, **geometry)
+        if genes is not None:  # exon masks in REF's bins; ALT as stitched for indels
+            from veff.scoring.genes import gene_stats
+
+            g = gene_stats(ref, alt, genes[0], genes[1], gene_plus, gene_minus)
+            scores.update({f"gene:{k}": v for k, v in g.items()})
+        return scores
 
     names, post = handle.track_names, None
     merge = any("strand_pair" in t for t in handle.tracks) and not options.keep_strands
