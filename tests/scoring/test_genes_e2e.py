@@ -163,7 +163,7 @@ def test_rc_runs_and_resume_guards(world, tmp_path):
     r = CliRunner().invoke(main, ["score", str(world / "v.vcf"), "--genome", str(world / "g.fa"),
                                   "--model", str(world / "tb"), "--out", str(tmp_path / "rc.zarr"),
                                   "--quiet", "--genes", str(other), "--resume"])
-    assert r.exit_code == 2 and "differs from the GTF" in r.output
+    assert r.exit_code == 1 and "--genes differs" in r.output
 
 
 def test_genes_need_a_binned_model(tmp_path):
@@ -179,4 +179,4 @@ def test_genes_need_a_binned_model(tmp_path):
     r = CliRunner().invoke(main, ["score", str(tmp_path / "v.vcf"), "--genome", str(tmp_path / "g.fa"),
                                   "--model", str(tmp_path / "bp"), "--out", str(tmp_path / "o.zarr"),
                                   "--quiet", "--genes", str(tmp_path / "x.gtf")])
-    assert r.exit_code == 2 and r.output.count("\n") == 1 and "binned model" in r.output
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "binned model" in r.output
