@@ -2,7 +2,8 @@
 complements) and reduces the pair of predictions to scores on the device.
 
 Only (B, T) score arrays leave the device. Tokens travel as uint8 and are one-hot encoded on
-the device. Every batch is padded to the same static size so each model compiles once.
+the device. Full batches share one static size; a short last batch is padded only to its
+bucket (the next power of two, see ``sharding.bucket_size``), so few shapes compile.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class ScoringError(Exception):
 class ScoreOptions:
     stats: tuple[str, ...] | None = None  # None: every statistic that applies to the model
     rc: bool = True
-    batch_size: int = 64
+    batch_size: int | str = "auto"  # rows per step, or "auto" (veff.autobatch)
     precision: str = "fp32"
     center_bp: int | None = None  # binned models: centre mask for the masked statistics
     devices: int | None = None  # use the first N local devices (None: all)
@@ -37,8 +38,9 @@ class ScoreOptions:
     untransform: str | None = None  # binned models: None, "new" or "legacy" (baskerville)
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
+        bs = self.batch_size
+        if bs != "auto" and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
+            raise ValueError(f"batch size must be auto or a whole number ≥ 1, got {bs!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if not self.shifts or len(set(self.shifts)) != len(self.shifts):
@@ -125,14 +127,54 @@ class ModelScorer:
         else:  # pragma: no cover - ModelHandle.kind is a Literal
             raise ScoringError(f"unknown model kind {handle.kind!r}")
         self.mesh = sharding.make_mesh(options.devices)
-        # Every step sees the same static batch shape, split evenly over the devices.
-        self.step_size = sharding.padded_batch_size(options.batch_size, self.mesh)
         self.params = sharding.replicate(handle.params, self.mesh)
-        self.peaks = _peak_array(peak_counts, handle.num_folds)
-        self._full_step = jax.jit(self._make_step(reduce, pair=False))
-        self._pair_step = (
-            jax.jit(self._make_step(reduce, pair=True)) if handle.apply_pair is not None else None
+        peaks = _peak_array(peak_counts, handle.num_folds)
+        self.peaks = None if peaks is None else sharding.replicate(peaks, self.mesh)
+        self._steps = {False: jax.jit(self._make_step(reduce, pair=False))}
+        if handle.apply_pair is not None:
+            self._steps[True] = jax.jit(self._make_step(reduce, pair=True))
+        # compiled steps by (incremental?, rows): full batches share one size, short last
+        # batches their bucket; ``compiled_shapes`` lists what ran or was compiled
+        self._compiled: dict[tuple[bool, int], Any] = {}
+        if options.batch_size == "auto":
+            self.auto = self._choose_batch()
+            self.step_size = self.auto.batch_size
+        else:  # split evenly over the devices
+            self.auto = None
+            self.step_size = sharding.padded_batch_size(options.batch_size, self.mesh)
+
+    @property
+    def compiled_shapes(self) -> list[tuple[str, int]]:
+        return sorted(("incremental" if pair else "full", rows) for pair, rows in self._compiled)
+
+    def _compile(self, pair: bool, rows: int) -> Any:
+        """Lower and compile one step for ``rows`` rows (nothing runs)."""
+        if (pair, rows) not in self._compiled:
+            spec = sharding.batch_spec(self.mesh)
+            L = self.handle.window_len
+            args = [jax.ShapeDtypeStruct((rows, L), np.uint8, sharding=spec)] * 2 + [
+                jax.ShapeDtypeStruct((rows,), np.int32, sharding=spec)] * 2
+            self._compiled[pair, rows] = (
+                self._steps[pair].lower(self.params, self.peaks, *args).compile()
+            )
+        return self._compiled[pair, rows]
+
+    def _choose_batch(self):
+        """``--batch-size auto``: sized on the full step (indels take it; it runs REF and
+        ALT in full, at least the incremental step's work)."""
+        from veff import autobatch
+
+        o = self.options
+        key = (self.handle.sha256, self.handle.name, self.handle.window_len, o.precision, o.rc,
+               o.shifts, o.untransform, o.center_bp, tuple(self.stats),
+               None if self.peaks is None else self.peaks.shape)
+        choice, compiled = autobatch.choose(
+            key, lambda rows: self._compile(False, rows), num_devices=self.mesh.size,
+            devices=list(self.mesh.devices.flat), model=self.handle.name,
         )
+        # keep only the chosen size's executable (reused by every full batch)
+        self._compiled = {k: v for k, v in self._compiled.items() if k[1] == choice.batch_size}
+        return choice
 
     def _make_step(self, reduce: Callable, *, pair: bool) -> Callable:
         handle, rc, shifts = self.handle, self.options.rc, self.options.shifts
@@ -193,24 +235,25 @@ class ModelScorer:
         (the last batch of each kind is padded and the padding dropped)."""
         n = len(windows.ref)
         snv = (windows.ref_len == 1) & (windows.alt_len == 1)
-        groups = [(np.flatnonzero(snv), self._pair_step), (np.flatnonzero(~snv), self._full_step)]
-        if self._pair_step is None:
-            groups = [(np.arange(n), self._full_step)]
+        groups = [(np.flatnonzero(snv), True), (np.flatnonzero(~snv), False)]
+        if True not in self._steps:
+            groups = [(np.arange(n), False)]
         out = {s: np.full((n, len(self.track_names)), np.nan, np.float32) for s in self.stats}
-        for rows, step in groups:
+        for rows, pair in groups:
             if len(rows):
-                for k, v in self._run(step, _take(windows, rows)).items():
+                for k, v in self._run(pair, _take(windows, rows)).items():
                     out[k][rows] = v.reshape(len(rows), -1)
         return out
 
-    def _run(self, step: Callable, windows: WindowBatch) -> dict[str, np.ndarray]:
+    def _run(self, pair: bool, windows: WindowBatch) -> dict[str, np.ndarray]:
         n, bs = len(windows.ref), self.step_size
         pending, spans = [], []
         for start in range(0, n, bs):
             stop = min(start + bs, n)
-            args = sharding.shard_batch(_padded_args(windows, start, stop, bs), self.mesh)
+            size = sharding.bucket_size(stop - start, bs, self.mesh)
+            args = sharding.shard_batch(_padded_args(windows, start, stop, size), self.mesh)
             # Dispatch is asynchronous: queue every step before reading any result back.
-            pending.append(step(self.params, self.peaks, *args))
+            pending.append(self._compile(pair, size)(self.params, self.peaks, *args))
             spans.append(stop - start)
         pieces = [{k: np.asarray(v)[:m] for k, v in p.items()} for p, m in zip(pending, spans)]
         return {k: np.concatenate([p[k] for p in pieces]) for k in self.stats}
