@@ -78,7 +78,8 @@ def test_auto_picks_a_power_of_two_and_a_smaller_one_under_a_small_budget(handle
     monkeypatch.delenv(autobatch.ENV_BUDGET, raising=False)
     monkeypatch.setattr(autobatch, "_CACHE", {})
     big = ModelScorer(handle, ScoreOptions())
-    assert big.auto is not None and _pow2(big.step_size) and big.step_size <= autobatch.CAP
+    assert big.auto is None and big.compiled_shapes == []  # chosen at first use
+    assert big.step_size and big.auto is not None and _pow2(big.step_size) and big.step_size <= autobatch.CAP
     assert big.auto.peak_bytes <= big.auto.budget_bytes and big.auto.compiles <= 4
     # the chosen size's compiled step is kept for reuse
     assert big.compiled_shapes == [("full", big.step_size)]
@@ -86,7 +87,7 @@ def test_auto_picks_a_power_of_two_and_a_smaller_one_under_a_small_budget(handle
     # a budget that holds 1 row per step but not 256
     monkeypatch.setenv(autobatch.ENV_BUDGET, str(int(one * 2.5)))
     small = ModelScorer(handle, ScoreOptions())
-    assert _pow2(small.step_size) and small.step_size < big.step_size
+    assert small.step_size and _pow2(small.step_size) and small.step_size < big.step_size
     assert small.auto.peak_bytes <= int(one * 2.5) and small.auto.budget_bytes == int(one * 2.5)
     # a second scorer with the same key reuses the choice without compiling
     again = ModelScorer(handle, ScoreOptions())
@@ -97,10 +98,12 @@ def test_the_choice_is_printed_once(handle, monkeypatch, capsys):
     monkeypatch.setattr(autobatch, "_CACHE", {})
     monkeypatch.setenv(autobatch.ENV_BUDGET, str(1 << 40))
     s = ModelScorer(handle, ScoreOptions(rc=False))
+    assert capsys.readouterr().err == ""
+    assert s.step_size == autobatch.CAP
     err = capsys.readouterr().err
     assert err.startswith(f"veff: batch size auto → {s.step_size} for m (peak ~")
-    assert "GiB of 1024.00 GiB available)" in err and s.step_size == autobatch.CAP
-    ModelScorer(handle, ScoreOptions(rc=False))
+    assert "GiB of 1024.00 GiB available)" in err
+    assert ModelScorer(handle, ScoreOptions(rc=False)).step_size == autobatch.CAP
     assert capsys.readouterr().err == ""
 
 

@@ -136,12 +136,20 @@ class ModelScorer:
         # compiled steps by (incremental?, rows): full batches share one size, short last
         # batches their bucket; ``compiled_shapes`` lists what ran or was compiled
         self._compiled: dict[tuple[bool, int], Any] = {}
-        if options.batch_size == "auto":
+        self.auto = None  # the autobatch.Choice, once made
+        self._step_size = (  # split evenly over the devices; auto: chosen at first use
+            None if options.batch_size == "auto"
+            else sharding.padded_batch_size(options.batch_size, self.mesh)
+        )
+
+    @property
+    def step_size(self) -> int:
+        """Rows per full batch. ``auto`` is resolved here, on first use, so a scorer built
+        only for its metadata (``plan``, a cluster client) compiles nothing."""
+        if self._step_size is None:
             self.auto = self._choose_batch()
-            self.step_size = self.auto.batch_size
-        else:  # split evenly over the devices
-            self.auto = None
-            self.step_size = sharding.padded_batch_size(options.batch_size, self.mesh)
+            self._step_size = self.auto.batch_size
+        return self._step_size
 
     @property
     def compiled_shapes(self) -> list[tuple[str, int]]:
