@@ -78,9 +78,10 @@ def test_auto_picks_a_power_of_two_and_a_smaller_one_under_a_small_budget(handle
     monkeypatch.delenv(autobatch.ENV_BUDGET, raising=False)
     monkeypatch.setattr(autobatch, "_CACHE", {})
     big = ModelScorer(handle, ScoreOptions())
-    assert big.auto is None and big.compiled_shapes == []  # chosen at first use
-    assert big.step_size and big.auto is not None and _pow2(big.step_size) and big.step_size <= autobatch.CAP
-    assert big.auto.peak_bytes <= big.auto.budget_bytes and big.auto.compiles <= 4
+    assert big.auto == {} and big.compiled_shapes == []  # chosen at first use
+    assert _pow2(big.step_size) and big.step_size <= autobatch.CAP
+    full = big.auto["full"]
+    assert full.peak_bytes <= full.budget_bytes and full.compiles <= 4
     # the chosen size's compiled step is kept for reuse
     assert big.compiled_shapes == [("full", big.step_size)]
     one = autobatch.peak_bytes(big._compile(False, 1), 1, True)
@@ -88,7 +89,7 @@ def test_auto_picks_a_power_of_two_and_a_smaller_one_under_a_small_budget(handle
     monkeypatch.setenv(autobatch.ENV_BUDGET, str(int(one * 2.5)))
     small = ModelScorer(handle, ScoreOptions())
     assert small.step_size and _pow2(small.step_size) and small.step_size < big.step_size
-    assert small.auto.peak_bytes <= int(one * 2.5) and small.auto.budget_bytes == int(one * 2.5)
+    assert small.auto["full"].peak_bytes <= int(one * 2.5) and small.auto["full"].budget_bytes == int(one * 2.5)
     # a second scorer with the same key reuses the choice without compiling
     again = ModelScorer(handle, ScoreOptions())
     assert again.step_size == small.step_size and again.compiled_shapes == []
@@ -107,10 +108,20 @@ def test_the_choice_is_printed_once(handle, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_an_snv_only_run_sizes_and_compiles_only_the_incremental_step(handle, monkeypatch, capsys):
+    monkeypatch.setattr(autobatch, "_CACHE", {})
+    monkeypatch.delenv(autobatch.ENV_BUDGET, raising=False)
+    s = ModelScorer(handle, ScoreOptions())
+    s.score(_windows(5))
+    assert list(s.auto) == ["incremental"] and _pow2(s.batch_rows(True))
+    assert {name for name, _ in s.compiled_shapes} == {"incremental"}
+    assert "for m, SNV step (peak ~" in capsys.readouterr().err
+
+
 def test_explicit_batch_size_wins(handle, monkeypatch):
     monkeypatch.setenv(autobatch.ENV_BUDGET, "1")  # would force the smallest auto batch
     s = ModelScorer(handle, ScoreOptions(batch_size=7))
-    assert s.auto is None and s.step_size == 7 and s.compiled_shapes == []
+    assert s.step_size == 7 and s.batch_rows(True) == 7 and s.auto == {} and s.compiled_shapes == []
     for bad in (0, -1, "8", 2.0, True):
         with pytest.raises(ValueError, match="batch size"):
             ScoreOptions(batch_size=bad)

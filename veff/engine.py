@@ -22,6 +22,9 @@ from veff.models.base import ModelHandle
 
 
 
+_STEP_NAMES = {False: "full", True: "incremental"}
+
+
 class ScoringError(Exception):
     """A scoring request that cannot be honoured (unknown statistic, wrong model kind)."""
 
@@ -136,24 +139,28 @@ class ModelScorer:
         # compiled steps by (incremental?, rows): full batches share one size, short last
         # batches their bucket; ``compiled_shapes`` lists what ran or was compiled
         self._compiled: dict[tuple[bool, int], Any] = {}
-        self.auto = None  # the autobatch.Choice, once made
-        self._step_size = (  # split evenly over the devices; auto: chosen at first use
-            None if options.batch_size == "auto"
-            else sharding.padded_batch_size(options.batch_size, self.mesh)
-        )
+        self.auto: dict[str, Any] = {}  # step name -> autobatch.Choice, once made
+        self._batch: dict[bool, int] = {}  # rows per full batch, by step (incremental?)
+        if options.batch_size != "auto":  # split evenly over the devices
+            size = sharding.padded_batch_size(options.batch_size, self.mesh)
+            self._batch = {pair: size for pair in self._steps}
 
     @property
     def step_size(self) -> int:
-        """Rows per full batch. ``auto`` is resolved here, on first use, so a scorer built
-        only for its metadata (``plan``, a cluster client) compiles nothing."""
-        if self._step_size is None:
-            self.auto = self._choose_batch()
-            self._step_size = self.auto.batch_size
-        return self._step_size
+        """Rows per full batch of the full step (see ``batch_rows``)."""
+        return self.batch_rows(False)
+
+    def batch_rows(self, pair: bool) -> int:
+        """Rows per full batch of one step. ``auto`` is resolved here, per step, on first
+        use: a scorer built only for its metadata (``plan``, a cluster client) compiles
+        nothing, and an SNV-only run never sizes (or compiles) the full step."""
+        if pair not in self._batch:
+            self._batch[pair] = self._choose_batch(pair)
+        return self._batch[pair]
 
     @property
     def compiled_shapes(self) -> list[tuple[str, int]]:
-        return sorted(("incremental" if pair else "full", rows) for pair, rows in self._compiled)
+        return sorted((_STEP_NAMES[pair], rows) for pair, rows in self._compiled)
 
     def _compile(self, pair: bool, rows: int) -> Any:
         """Lower and compile one step for ``rows`` rows (nothing runs)."""
@@ -167,22 +174,25 @@ class ModelScorer:
             )
         return self._compiled[pair, rows]
 
-    def _choose_batch(self):
-        """``--batch-size auto``: sized on the full step (indels take it; it runs REF and
-        ALT in full, at least the incremental step's work)."""
+    def _choose_batch(self, pair: bool) -> int:
+        """``--batch-size auto`` for one step (veff.autobatch): the full step, which indels
+        take, or the incremental SNV step."""
         from veff import autobatch
 
         o = self.options
         key = (self.handle.sha256, self.handle.name, self.handle.window_len, o.precision, o.rc,
                o.shifts, o.untransform, o.center_bp, tuple(self.stats),
-               None if self.peaks is None else self.peaks.shape)
-        choice, compiled = autobatch.choose(
-            key, lambda rows: self._compile(False, rows), num_devices=self.mesh.size,
-            devices=list(self.mesh.devices.flat), model=self.handle.name,
+               None if self.peaks is None else self.peaks.shape, pair)
+        label = self.handle.name + (", SNV step" if pair else "")
+        choice, _ = autobatch.choose(
+            key, lambda rows: self._compile(pair, rows), num_devices=self.mesh.size,
+            devices=list(self.mesh.devices.flat), model=label,
         )
-        # keep only the chosen size's executable (reused by every full batch)
-        self._compiled = {k: v for k, v in self._compiled.items() if k[1] == choice.batch_size}
-        return choice
+        # of the search's executables keep the chosen size's (reused by every full batch)
+        self._compiled = {k: v for k, v in self._compiled.items()
+                          if k[0] != pair or k[1] == choice.batch_size}
+        self.auto[_STEP_NAMES[pair]] = choice
+        return choice.batch_size
 
     def _make_step(self, reduce: Callable, *, pair: bool) -> Callable:
         handle, rc, shifts = self.handle, self.options.rc, self.options.shifts
@@ -254,7 +264,7 @@ class ModelScorer:
         return out
 
     def _run(self, pair: bool, windows: WindowBatch) -> dict[str, np.ndarray]:
-        n, bs = len(windows.ref), self.step_size
+        n, bs = len(windows.ref), self.batch_rows(pair)
         pending, spans = [], []
         for start in range(0, n, bs):
             stop = min(start + bs, n)
