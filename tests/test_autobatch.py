@@ -184,3 +184,27 @@ def test_cli_default_is_auto_and_an_explicit_number_is_kept(ckpt, tmp_path):
     r = runner.invoke(main, [*common, "--out", str(tmp_path / "c.zarr"), "--batch-size", "0"])
     assert r.exit_code == 2 and "auto or a whole number" in r.output
 
+
+
+def test_plan_stores_auto_and_run_partition_chooses_on_its_machine(ckpt, tmp_path):
+    from veff.partition import shared_writer, spec_from_store
+
+    rng = np.random.default_rng(5)
+    seq = "".join(rng.choice(list("ACGT"), 1201))
+    (tmp_path / "g.fa").write_text(">chr1\n" + seq + "\n")
+    _vcf(tmp_path / "v.vcf", [("chr1", p, seq[p - 1], "ACGT"[("ACGT".index(seq[p - 1]) + 2) % 4])
+                              for p in range(300, 900, 50)])
+    out = tmp_path / "p.zarr"
+    runner = CliRunner()
+    r = runner.invoke(main, ["plan", str(tmp_path / "v.vcf"), "--genome", str(tmp_path / "g.fa"), "--model",
+                             str(ckpt), "--out", str(out), "--partitions", "2", "--chunk-size", "5"])
+    assert r.exit_code == 0, r.output
+    assert "batch size auto" not in r.output  # plan builds scorers for metadata only
+    with shared_writer(out) as store:
+        assert spec_from_store(store).options.batch_size == "auto"
+    for i in (1, 0):
+        r = runner.invoke(main, ["run-partition", str(out), str(i), "--quiet"])
+        assert r.exit_code == 0, r.output
+    assert runner.invoke(main, ["finalize", str(out)]).exit_code == 0
+    logfc = zarr.open_group(str(out), mode="r")["scores"]["m"]["logfc"][:]
+    assert logfc.shape == (12, 1) and np.isfinite(logfc).all()
