@@ -111,6 +111,9 @@ class _BatchSize(click.ParamType):
 
     name = "N|auto"
 
+    def get_metavar(self, *args, **kwargs):
+        return "N|auto"
+
     def convert(self, value, param, ctx):
         if value == "auto":
             return value
