@@ -208,25 +208,31 @@ def score_capturing(scorer, windows) -> tuple[dict, float, float | None, str]:
     step when the model has one."""
     import jax
 
-    attr = "_pair_step" if getattr(scorer, "_pair_step", None) is not None else "_full_step"
-    jitted = getattr(scorer, attr)
+    pair = True in scorer._steps
+    compile_step = scorer._compile
     captured = []
 
-    def record(*args):
-        captured.append(args)
-        return jitted(*args)
+    def record(p, rows):
+        compiled = compile_step(p, rows)
 
-    setattr(scorer, attr, record)
+        def call(*args):
+            captured.append(args)
+            return compiled(*args)
+
+        return call
+
+    scorer._compile = record
     try:
         t = time.perf_counter()
         scores = scorer.score(windows)
         seconds = time.perf_counter() - t
     finally:
-        setattr(scorer, attr, jitted)
+        del scorer._compile
     jax.block_until_ready(captured)
-    flops = xla_flops(jitted, *captured[0])
-    name = "incremental ALT step" if attr == "_pair_step" else "full REF+ALT step"
-    return scores, seconds, (None if flops is None else flops / scorer.step_size), name
+    flops = xla_flops(scorer._steps[pair], *captured[0])
+    name = "incremental ALT step" if pair else "full REF+ALT step"
+    rows = captured[0][2].shape[0]  # the step's (bucketed) batch
+    return scores, seconds, (None if flops is None else flops / rows), name
 
 
 def forward_flops(handle, batch: int = 1) -> float | None:

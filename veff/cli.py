@@ -71,12 +71,36 @@ def check(variants, genome, ref_mismatch, max_indel_len):
 
 
 # ----------------------------------------------------------------------------- score
+class _BatchSize(click.ParamType):
+    """``auto`` or a whole number ≥ 1."""
+
+    name = "N|auto"
+
+    def get_metavar(self, *args, **kwargs):
+        return "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto":
+            return value
+        try:
+            n = int(str(value))
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is not auto or a whole number ≥ 1", param, ctx)
+        return n
+
+
 _RUN_OPTIONS = [
     click.argument("variants", type=click.Path(dir_okay=False)),
     click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped)."),
     click.option("--model", "models", multiple=True, required=True, help="Checkpoint directory or registered name; repeat for several."),
     click.option("--out", required=True, type=click.Path(), help="Output Zarr store."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+    click.option("--batch-size", type=_BatchSize(), default="auto", show_default=True,
+                 help="Variants per device step, or auto: the largest power of two (per device, "
+                 "≤ 256) whose compiled step fits in 60% of available RAM on CPU, 80% of free "
+                 "device memory on GPU/TPU ($VEFF_MEMORY_BUDGET bytes overrides); printed at "
+                 "start. See docs/performance.md."),
     click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement)."),
     click.option("--stats", default=None, callback=lambda ctx, param, v: _check_stats(v),
                  help="Comma-separated statistics (default: all that apply)."),

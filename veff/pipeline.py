@@ -141,7 +141,9 @@ def build_scorers(
             options = dataclasses.replace(options, shifts=(0,), untransform=None, centering="veff")
         peaks = (peak_counts or {}).get(h.name)
         if peaks is None and spec.peaks is not None and h.kind == "profile":
-            peaks = predict_peak_counts(h, genome, spec.peaks, rc=options.rc, batch_size=options.batch_size)
+            # a forward-only pass over peak windows: auto takes the former default of 64
+            bs = 64 if options.batch_size == "auto" else options.batch_size
+            peaks = predict_peak_counts(h, genome, spec.peaks, rc=options.rc, batch_size=bs)
         scorers.append(ModelScorer(h, options, peak_counts=peaks))
     return scorers
 
@@ -504,8 +506,11 @@ def profile_tail(stat: str) -> str:
     return {"two": "two-sided", "right": "right"}[STAT_INFO[stat].tail]
 
 
-def default_chunk_size(batch_size: int) -> int:
+def default_chunk_size(batch_size: int | str) -> int:
     """A chunk is the unit of resume: big enough to keep the device busy, small enough that
-    a kill loses little. Rounded to a whole number of batches."""
+    a kill loses little. Rounded to a whole number of batches (auto batches are powers of
+    two per device, so the default target of 1024 holds whole ones up to 1024 rows)."""
     target = int(os.environ.get("VEFF_CHUNK", "1024"))
+    if batch_size == "auto":
+        return max(1, target)
     return max(batch_size, (target // batch_size) * batch_size)
