@@ -283,12 +283,13 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
 
     def reduce(parts: list[dict], ref_len, alt_len, shift, peaks) -> dict[str, Any]:
         ref, alt = prepare(parts[0]["tracks"]), prepare(parts[1]["tracks"])
+        diff = None  # ALT - REF per bin; averaged as a difference over the RC pair
         if len(parts) == 4:
-            ref = 0.5 * (ref + tracks.rc_unflip(prepare(parts[2]["tracks"]), strand_pair))
-            alt = 0.5 * (alt + tracks.rc_unflip(prepare(parts[3]["tracks"]), strand_pair))
+            ref_rc, alt_rc = prepare(parts[2]["tracks"]), prepare(parts[3]["tracks"])
+            ref, alt, diff = tracks.rc_average_pair(ref, alt, ref_rc, alt_rc, strand_pair)
         return tracks.compute_track_stats(
             ref, alt, specs, bin_size=handle.bin_size, window_len=handle.window_len,
-            shift_bp=shift,
+            shift_bp=shift, diff=diff,
         )
 
     return [s.name for s in specs], {s.name: s.formula for s in specs}, reduce

@@ -33,6 +33,7 @@ from veff.scoring.track_transforms import (  # noqa: F401 - re-exported
     collapse_strand_pairs,
     collapsed_track_names,
     merge_strands,
+    rc_average_pair,
     rc_unflip,
     strand_groups,
     untransform,
@@ -317,55 +318,88 @@ def _bin_sum(x: jax.Array) -> jax.Array:
     return x[:, 0]
 
 
-def _js(ref: jax.Array, alt: jax.Array) -> jax.Array:
+def _ln_ratio1p(d: jax.Array, alt: jax.Array, ref: jax.Array) -> jax.Array:
+    """ln((1 + alt) / (1 + ref)) from d = alt - ref, without cancellation.
+
+    Near 1 the ratio is 2 atanh(x) = ln(1 + x) - ln(1 - x) with x = d / (2 + alt + ref), whose
+    rounding is relative to d itself; ln(1 + alt) - ln(1 + ref) would lose ln(1 + ref) * eps
+    to cancellation. Far from 1 (|x| > 1/2, i.e. a ratio beyond 3) the plain difference is
+    accurate and keeps the 0 and infinite cases of the logs. Odd in (d, alt, ref) -> (-d, ref,
+    alt) bit for bit: -x is exact and alt + ref commutes.
+    """
+    den = 2.0 + (alt + ref)
+    x = d / jnp.where(den > 0, den, 1.0)
+    near = (den > 0) & (jnp.abs(x) <= 0.5)
+    x = jnp.where(near, x, 0.0)
+    return jnp.where(near, jnp.log1p(x) - jnp.log1p(-x), jnp.log1p(alt) - jnp.log1p(ref))
+
+
+def _sqrt_diff(d: jax.Array, alt: jax.Array, ref: jax.Array) -> jax.Array:
+    """sqrt(alt) - sqrt(ref) as d / (sqrt(alt) + sqrt(ref)) (0 where both are 0)."""
+    den = jnp.sqrt(alt) + jnp.sqrt(ref)
+    return jnp.where(den == 0, 0.0, d / jnp.where(den == 0, 1.0, den))
+
+
+def _js(ref: jax.Array, alt: jax.Array, d: jax.Array) -> jax.Array:
+    """0.5 (KL(r~ || a~) + KL(a~ || r~)) = 0.5 sum_p (r~ - a~) ln(r~ / a~), with r~ - a~ from
+    the per-bin differences: r~ - a~ = (a~ * sum_p d - d) / sum_p (ref + c)."""
     c = _percentile25(ref)[:, None, :]
-    r = ref + c
-    r = r / _bin_sum(r)[:, None]
-    a = alt + c
-    a = a / _bin_sum(a)[:, None]
-    return 0.5 * (_bin_sum(rel_entr(r, a)) + _bin_sum(rel_entr(a, r)))
+    r, a = ref + c, alt + c
+    sr, sa = _bin_sum(r)[:, None], _bin_sum(a)[:, None]
+    rn, an = r / sr, a / sa
+    e = (an * _bin_sum(d)[:, None] - d) / sr  # rn - an; sum_p (a - r) = sa - sr (c cancels)
+    m = rn + an
+    x = e / jnp.where(m > 0, m, 1.0)
+    near = (m > 0) & (jnp.abs(x) <= 0.5)
+    x = jnp.where(near, x, 0.0)
+    log_ratio = jnp.where(near, jnp.log1p(x) - jnp.log1p(-x), jnp.log(rn) - jnp.log(an))
+    # rel_entr's conventions: 0 where both are 0, +inf where exactly one is 0
+    return 0.5 * _bin_sum(jnp.where(m == 0, 0.0, e * log_ratio))
 
 
+# Difference first: every statistic that is a difference of two sums over bins is computed as
+# the sum of per-bin differences d = alt - ref (identical in exact arithmetic). The sums of
+# REF and ALT are each rounded to ~eps of their own size, which for nearly equal alleles is
+# far larger than their difference; the sum of d is rounded to ~eps of the effect itself.
 # Base-2 logs are taken as ln(.) / ln 2 *after* the ALT - REF difference: XLA lowers log2 to
 # ln(x) * (1/ln 2) and then fuses "multiply, subtract" into an FMA, which leaves a non-zero
 # residue for REF == ALT and breaks exact antisymmetry. ln(1 + x) is computed with log1p.
 _INV_LN2 = 1.0 / math.log(2.0)
 
 
-def _stat(stat: str, ref: jax.Array, alt: jax.Array) -> jax.Array:
-    """(B, P', T) -> (B, T) for one statistic over all bins given."""
+def _stat(stat: str, ref: jax.Array, alt: jax.Array, d: jax.Array) -> jax.Array:
+    """(B, P', T) REF, ALT and d = ALT - REF -> (B, T) for one statistic over the bins given."""
     match stat:
         case "SUM" | "DIFF_SUM":
-            return _bin_sum(alt) - _bin_sum(ref)
+            return _bin_sum(d)
         case "logSUM" | "DIFF_SUM_LOG2":
-            return (_bin_sum(jnp.log1p(alt)) - _bin_sum(jnp.log1p(ref))) * _INV_LN2
+            return _bin_sum(_ln_ratio1p(d, alt, ref)) * _INV_LN2
         case "sqrtSUM":
-            return _bin_sum(jnp.sqrt(alt)) - _bin_sum(jnp.sqrt(ref))
+            return _bin_sum(_sqrt_diff(d, alt, ref))
         case "logSED" | "DIFF_LOG2_SUM":
-            return (jnp.log1p(_bin_sum(alt)) - jnp.log1p(_bin_sum(ref))) * _INV_LN2
+            return _ln_ratio1p(_bin_sum(d), _bin_sum(alt), _bin_sum(ref)) * _INV_LN2
         case "SAX":
-            diff = alt - ref
-            idx = jnp.argmax(jnp.abs(diff), axis=1)[:, None, :]
-            return jnp.take_along_axis(diff, idx, axis=1)[:, 0, :]
+            idx = jnp.argmax(jnp.abs(d), axis=1)[:, None, :]
+            return jnp.take_along_axis(d, idx, axis=1)[:, 0, :]
         case "D1":
-            return _bin_sum(jnp.abs(alt - ref))
+            return _bin_sum(jnp.abs(d))
         case "logD1":
-            return _bin_sum(jnp.abs(jnp.log1p(alt) - jnp.log1p(ref))) * _INV_LN2
+            return _bin_sum(jnp.abs(_ln_ratio1p(d, alt, ref))) * _INV_LN2
         case "sqrtD1":
-            return _bin_sum(jnp.abs(jnp.sqrt(alt) - jnp.sqrt(ref)))
+            return _bin_sum(jnp.abs(_sqrt_diff(d, alt, ref)))
         case "D2" | "L2_DIFF":
-            return jnp.sqrt(_bin_sum(jnp.square(alt - ref)))
+            return jnp.sqrt(_bin_sum(jnp.square(d)))
         case "logD2":
-            return jnp.sqrt(_bin_sum(jnp.square(jnp.log1p(alt) - jnp.log1p(ref)))) * _INV_LN2
+            return jnp.sqrt(_bin_sum(jnp.square(_ln_ratio1p(d, alt, ref)))) * _INV_LN2
         case "sqrtD2":
-            return jnp.sqrt(_bin_sum(jnp.square(jnp.sqrt(alt) - jnp.sqrt(ref))))
+            return jnp.sqrt(_bin_sum(jnp.square(_sqrt_diff(d, alt, ref))))
         case "L2_DIFF_LOG1P":
-            return jnp.sqrt(_bin_sum(jnp.square(jnp.log1p(alt) - jnp.log1p(ref))))
+            return jnp.sqrt(_bin_sum(jnp.square(_ln_ratio1p(d, alt, ref))))
         case "JS":
-            return _js(ref, alt)
+            return _js(ref, alt, d)
         case "DIFF_MEAN":
-            # (sum - sum) / P rather than mean - mean: no multiply-subtract to fuse into an FMA
-            return (_bin_sum(alt) - _bin_sum(ref)) / alt.shape[1]
+            # sum / P rather than mean - mean: no multiply-subtract to fuse into an FMA
+            return _bin_sum(d) / alt.shape[1]
         case "ACTIVE_MEAN":
             return jnp.maximum(_bin_sum(alt), _bin_sum(ref)) / alt.shape[1]
         case "ACTIVE_SUM":
@@ -388,15 +422,23 @@ def compute_track_stats(
     bin_size: int,
     window_len: int,
     shift_bp: int = 0,
+    diff: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """REF/ALT (B, P, T) predictions -> {spec.name: (B, T) float32}.
 
     Jit with ``specs``, ``bin_size``, ``window_len`` and ``shift_bp`` static (the centre masks are
-    static slices). Predictions are upcast to float32 first (bf16 models).
+    static slices). Predictions are upcast to float32 first (bf16 models). ``diff``: ALT - REF
+    per bin where the caller has it more accurately than ``alt - ref`` (averaged replicates,
+    ``rc_average_pair``); None computes it here.
     """
     _check_pair(ref, alt)
     ref = ref.astype(jnp.float32)
     alt = alt.astype(jnp.float32)
+    if diff is None:
+        diff = alt - ref
+    elif diff.shape != ref.shape:
+        raise ValueError(f"diff has shape {diff.shape}, expected {ref.shape}")
+    diff = diff.astype(jnp.float32)
     num_bins = ref.shape[1]
     out: dict[str, jax.Array] = {}
     for spec in specs:
@@ -409,7 +451,7 @@ def compute_track_stats(
             window_len=window_len,
             shift_bp=shift_bp,
         )
-        out[spec.name] = _stat(spec.stat, ref[:, lo:hi], alt[:, lo:hi])
+        out[spec.name] = _stat(spec.stat, ref[:, lo:hi], alt[:, lo:hi], diff[:, lo:hi])
     return out
 
 
