@@ -51,6 +51,12 @@ def torch_sums(model, windows, *, dtype) -> tuple[np.ndarray, float]:
     return np.stack(sums), top
 
 
+def _take(windows, i: int):
+    import dataclasses
+
+    return dataclasses.replace(windows, ref=windows.ref[i:i + 1], alt=windows.alt[i:i + 1])
+
+
 def relative_errors(reference: np.ndarray, **candidates: np.ndarray) -> dict[str, float]:
     """max |SUM_x - SUM_ref| / max |SUM_ref| for each candidate."""
     scale = float(np.max(np.abs(reference)))
@@ -105,22 +111,34 @@ def main() -> None:
     print(f"veff fp32: {time.perf_counter() - t:.0f} s (compile included)")
     del scorer, handle
 
-    t = time.perf_counter()
-    torch32, top = torch_sums(model, windows, dtype=torch.float32)
-    print(f"enformer-pytorch fp32: {time.perf_counter() - t:.0f} s")
-    t = time.perf_counter()
-    model = model.double()
-    torch64, _ = torch_sums(model, windows, dtype=torch.float64)
-    print(f"enformer-pytorch float64: {time.perf_counter() - t:.0f} s")
+    # One variant at a time, both torch precisions, the running figures printed after each
+    # (a full-size float64 forward takes minutes on a few cores).
+    import copy
 
-    errs = relative_errors(torch64, veff=veff_sum, torch32=torch32)
-    scale = float(np.max(np.abs(torch64)))
-    print(f"\nmax |SUM| (float64 reference) = {scale:.4g}; max |prediction| = {top:.4g}; "
-          f"sum_p REF up to {896 * top:.3g}")
-    print(f"  veff fp32:             max |SUM - SUM_f64| / max |SUM_f64| = {errs['veff']:.2e}")
-    print(f"  enformer-pytorch fp32: max |SUM - SUM_f64| / max |SUM_f64| = {errs['torch32']:.2e}")
-    ratio = errs["veff"] / errs["torch32"]
-    print(f"  veff / enformer-pytorch fp32 error = {ratio:.2f} (target <= 2)")
+    model64 = copy.deepcopy(model).double()
+    torch32, torch64, top = [], [], 0.0
+    for i in range(len(variants)):
+        one = _take(windows, i)
+        t = time.perf_counter()
+        s32, top32 = torch_sums(model, one, dtype=torch.float32)
+        t32 = time.perf_counter() - t
+        t = time.perf_counter()
+        s64, _ = torch_sums(model64, one, dtype=torch.float64)
+        t64 = time.perf_counter() - t
+        torch32.append(s32[0])
+        torch64.append(s64[0])
+        top = max(top, top32)
+        ref = np.stack(torch64)
+        errs = relative_errors(ref, veff=veff_sum[: i + 1], torch32=np.stack(torch32))
+        scale = float(np.max(np.abs(ref)))
+        print(f"\nafter {i + 1} variant(s) (enformer-pytorch fp32 {t32:.0f} s, float64 "
+              f"{t64:.0f} s): max |SUM_f64| = {scale:.4g}; max |prediction| = {top:.4g}")
+        print(f"  veff fp32:             max |SUM - SUM_f64| / max |SUM_f64| = "
+              f"{errs['veff']:.2e}")
+        print(f"  enformer-pytorch fp32: max |SUM - SUM_f64| / max |SUM_f64| = "
+              f"{errs['torch32']:.2e}")
+        print(f"  veff / enformer-pytorch fp32 error = {errs['veff'] / errs['torch32']:.2f} "
+              "(target <= 2)", flush=True)
     if tmp:
         tmp.cleanup()
 
