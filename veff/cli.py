@@ -293,7 +293,7 @@ def simulate(out_dir, seed, tiny, num_contigs, contig_len, num_peaks):
 @click.option("--input-len", type=int, default=None, help="chromBPNet/bpnet-lite: input length for files that do not record it.")
 @click.option("--output-len", type=int, default=None, help="chromBPNet h5: output length for files that do not record it.")
 @click.option("--use-tf-gamma/--no-use-tf-gamma", default=None,
-              help="enformer-pytorch: reproduce its use_tf_gamma setting (default: the TF table where it fits).")
+              help="enformer-pytorch: override the gamma basis (default: as the source's config.json says; where it does not, the TF table where it fits).")
 @click.option("--trust-pickle", is_flag=True,
               help="Torch files (bpnet-lite, enformer-pytorch, borzoi-pytorch, grelu): unpickle "
               "fully; runs code from the file; only for files you trust.")

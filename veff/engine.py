@@ -389,19 +389,23 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
     def reduce(parts: list[dict], ref_len, alt_len, shift, peaks, genes=None) -> dict[str, Any]:
         n = len(parts) // 2 if options.rc else len(parts)
         preds = [p["tracks"] for p in parts[:n]]
+        diff = None  # ALT - REF per bin, averaged as a difference over the RC pair
         if options.rc:
             back = [tracks.rc_unflip(p["tracks"], strand_pair) for p in parts[n:]]
             if untransform_after_rc:
                 preds = [prepare(0.5 * (f + r)) for f, r in zip(preds, back)]
             else:
-                preds = [0.5 * (prepare(f) + prepare(r)) for f, r in zip(preds, back)]
+                fwd, back = [prepare(f) for f in preds], [prepare(r) for r in back]
+                preds = [0.5 * (f + r) for f, r in zip(fwd, back)]
+                if len(preds) == 2:  # mean of differences, not difference of means
+                    diff = 0.5 * ((fwd[1] - fwd[0]) + (back[1] - back[0]))
         else:
             preds = [prepare(p) for p in preds]
         ref, alt = preds[0], preds[1]
         geometry = dict(bin_size=handle.bin_size, window_len=handle.window_len, shift_bp=shift + off)
         if len(preds) == 3:  # indel alignment: right of the variant from the moved-back ALT
             alt = tracks.stitch_predictions(alt, preds[2], **geometry)
-        scores = tracks.compute_track_stats(ref, alt, specs, **geometry)
+        scores = tracks.compute_track_stats(ref, alt, specs, **geometry, diff=diff)
         if genes is not None:  # exon masks in REF's bins; ALT as stitched for indels
             from veff.scoring.genes import gene_stats
 
