@@ -17,7 +17,8 @@ from veff.signals import Interrupted, stop_requests
 
 
 _EXTRAS = {"h5py": "convert", "pandas": "export", "pyarrow": "export", "dask": "cluster",
-           "distributed": "cluster", "dask_jobqueue": "cluster", "torch": "test"}
+           "distributed": "cluster", "dask_jobqueue": "cluster", "torch": "test",
+           "modiscolite": "interpret", "memelite": "interpret"}
 
 
 def _message(exc: BaseException) -> str:
