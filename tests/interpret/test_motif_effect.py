@@ -25,6 +25,7 @@ def background(seed: int = 3) -> np.ndarray:
 
 
 def contrib_over(tokens: np.ndarray, a: int, b: int, per_base: float) -> np.ndarray:
+    """Synthetic actual contributions: ``per_base`` on window bases [a, b), 0 elsewhere."""
     act = np.zeros(L, np.float32)
     act[a:b] = per_base
     return act
@@ -44,7 +45,6 @@ def test_break_names_the_motif_with_negative_sign(name, strand):
     start = C - W // 2
     ref = background()
     ref[start : start + W] = site
-    alt = ref.copy()
     # the variant destroys the site: the most informative column of the site goes to the
     # base least likely there (on the site's strand)
     probs = BY_NAME[name].probs if strand == "+" else BY_NAME[name].probs[::-1, ::-1]
@@ -53,7 +53,7 @@ def test_break_names_the_motif_with_negative_sign(name, strand):
     ref_base = ref[start + j]
     # put the variant at the window centre: shift the site so its column j sits at C
     shift = C - (start + j)
-    ref, alt = np.roll(ref, shift), None
+    ref = np.roll(ref, shift)
     alt = ref.copy()
     alt[C] = int(np.argmin(probs[j]))
     assert alt[C] != ref_base
