@@ -94,6 +94,16 @@ def test_cli_missing_extra(tmp_path, monkeypatch):
         "veff: error: this needs the optional package modiscolite; install it with pip install 'veff[interpret]'"]
 
 
+def test_cli_bad_knob(tmp_path):
+    pytest.importorskip("modiscolite")
+    from veff.cli import main
+
+    planted_store(tmp_path / "c.zarr", n=3, L=41)
+    res = CliRunner().invoke(main, ["motifs", str(tmp_path / "c.zarr"), "--out", str(tmp_path / "m"),
+                                    "--window", "0"])
+    assert res.exit_code == 2 and res.output == "veff: error: --window must be >= 1, got 0\n"
+
+
 def test_cli_variants_on_region_store(tmp_path):
     from veff.cli import main
 
@@ -106,7 +116,7 @@ def test_cli_variants_on_region_store(tmp_path):
 @pytest.mark.slow
 def test_modisco_recovers_planted_motifs(tmp_path):
     """modisco-lite on planted contributions finds GATA1 and CTCF patterns and TOMTOM names
-    them (q < 0.05). Numba compiles modisco-lite's kernels on every run: ~1-2 min."""
+    them (q < 0.05). Numba compiles modisco-lite's kernels on every run: 0.5-1.5 min."""
     pytest.importorskip("modiscolite")
     from veff.cli import main
 

@@ -200,6 +200,9 @@ def run_motifs(store: str, out: str, *, meme: str | None = None, params: Modisco
     import memelite  # noqa: F401
 
     params = params or ModiscoParams()
+    for knob in ("max_seqlets", "n_leiden", "window"):
+        if getattr(params, knob) < 1:
+            raise ValueError(f"--{knob.replace('_', '-')} must be >= 1, got {getattr(params, knob)}")
     meme = meme or str(DEFAULT_MEME)
     read_meme(meme)  # a bad database fails before the long run
     onehot, hyp = store_arrays(store)
