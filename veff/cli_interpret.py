@@ -82,3 +82,36 @@ def register(group: click.Group) -> None:
         n = run_contrib(inputs, genome, model, out, method=method, head=head, baseline=baseline,
                         seed=seed, ig_steps=ig_steps, overwrite=overwrite)
         click.echo(f"wrote {out}: {n} item(s)")
+
+    @group.command()
+    @click.argument("store", type=click.Path(file_okay=False))
+    @click.option("--out", default=None, type=click.Path(), help="Directory for TF-MoDISco's inputs, results, pattern table and report.")
+    @click.option("--motifs", "meme", default=None, type=click.Path(dir_okay=False),
+                  help="MEME database for TOMTOM and the variant scan (default: the shipped JASPAR subset).")
+    @click.option("--variants", is_flag=True, help="Annotate each variant's motif effect into STORE (motif_* arrays).")
+    @click.option("--min-rel-score", type=float, default=0.8, show_default=True, help="--variants: relative PWM score of an instance.")
+    @click.option("--min-delta", type=float, default=0.0, show_default=True, help="--variants: smallest |Δ contribution| listed.")
+    @click.option("--max-seqlets", type=int, default=2000, show_default=True, help="modisco-lite: seqlets per metacluster.")
+    @click.option("--window", type=int, default=400, show_default=True, help="modisco-lite: central bases used.")
+    @click.option("--n-leiden", type=int, default=2, show_default=True, help="modisco-lite: Leiden runs.")
+    @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
+    @_one_line_errors
+    def motifs(store, out, meme, variants, min_rel_score, min_delta, max_seqlets, window, n_leiden, no_report):
+        """Motifs of a contribution STORE (veff contrib): TF-MoDISco patterns annotated with
+        TOMTOM (--out DIR), and/or per-variant motif effects written into STORE (--variants)."""
+        if not out and not variants:
+            raise ValueError("give --out DIR (motif discovery) and/or --variants (variant annotation)")
+        if out:
+            from veff.interpret.motifs import ModiscoParams, run_motifs
+
+            pats = run_motifs(store, out, meme=meme, report=not no_report,
+                              params=ModiscoParams(max_seqlets=max_seqlets, window=window, n_leiden=n_leiden))
+            click.echo(f"wrote {out}: {len(pats)} pattern(s)")
+            for p in pats:
+                best = f"{p.matches[0][0]} (q={p.matches[0][2]:.2g})" if p.matches else "-"
+                click.echo(f"  {p.name}\t{p.n_seqlets} seqlets\t{p.consensus}\t{best}")
+        if variants:
+            from veff.interpret.motif_effect import annotate_store
+
+            n, hit = annotate_store(store, meme, min_rel_score=min_rel_score, min_delta=min_delta)
+            click.echo(f"annotated {store}: {n} variant(s), {hit} with a motif effect")
