@@ -91,9 +91,9 @@ def register(group: click.Group) -> None:
     @click.option("--variants", is_flag=True, help="Annotate each variant's motif effect into STORE (motif_* arrays).")
     @click.option("--min-rel-score", type=float, default=0.8, show_default=True, help="--variants: relative PWM score of an instance.")
     @click.option("--min-delta", type=float, default=0.0, show_default=True, help="--variants: smallest |Δ contribution| listed.")
-    @click.option("--max-seqlets", type=int, default=2000, show_default=True, help="modisco-lite: seqlets per metacluster.")
-    @click.option("--window", type=int, default=400, show_default=True, help="modisco-lite: central bases used.")
-    @click.option("--n-leiden", type=int, default=2, show_default=True, help="modisco-lite: Leiden runs.")
+    @click.option("--max-seqlets", type=click.IntRange(min=1), default=2000, show_default=True, help="modisco-lite: seqlets per metacluster.")
+    @click.option("--window", type=click.IntRange(min=1), default=400, show_default=True, help="modisco-lite: central bases used.")
+    @click.option("--n-leiden", type=click.IntRange(min=1), default=2, show_default=True, help="modisco-lite: Leiden runs.")
     @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
     @_one_line_errors
     def motifs(store, out, meme, variants, min_rel_score, min_delta, max_seqlets, window, n_leiden, no_report):
