@@ -100,7 +100,7 @@ def register(group: click.Group) -> None:
         """Motifs of a contribution STORE (veff contrib): TF-MoDISco patterns annotated with
         TOMTOM (--out DIR), and/or per-variant motif effects written into STORE (--variants)."""
         if not out and not variants:
-            raise ValueError("give --out DIR (motif discovery) and/or --variants (variant annotation)")
+            raise click.UsageError("give --out DIR (motif discovery) and/or --variants (variant annotation)")
         if out:
             from veff.interpret.motifs import ModiscoParams, run_motifs
 
