@@ -207,8 +207,12 @@ def score(quiet, cluster, **options):
     from veff.pipeline import run
     from veff.progress import progress_bar
 
+    from veff.backgrounds import phase_hooks
+
     spec = spec_from_options(**options)
-    with stop_requests() as stop, progress_bar("scoring", disable=quiet) as update:
+    bg_start, bg_update = _background_lines(quiet)
+    with stop_requests() as stop, progress_bar("scoring", disable=quiet) as update, \
+            phase_hooks(progress=bg_update, stop=stop, start=bg_start):
         if cluster is not None:
             from veff.cli_cluster import run_on_cluster
 
@@ -226,6 +230,33 @@ def score(quiet, cluster, **options):
         + (f"; consensus groups: {', '.join(result.consensus_groups)}" if result.consensus_groups else ""),
         err=True,
     )
+
+
+def _background_lines(quiet: bool):
+    """(start, update) for the consensus background phase: one stderr line per model, then
+    its progress (rewritten in place on a terminal, at quarters in a log file)."""
+    state = {"done": 0, "mark": 0}
+    tty = sys.stderr.isatty()
+
+    def start(model: str, total: int) -> None:
+        state.update(done=0, mark=0, model=model)
+        if not quiet:
+            click.echo(f"veff: consensus background for {model}: scoring {total:,} random SNVs "
+                       "(cached for later runs; Ctrl-C stops, --resume finishes)", err=True)
+
+    def update(done_now: int, total: int) -> None:
+        state["done"] += done_now
+        if quiet:
+            return
+        pct = 100 * state["done"] // max(total, 1)
+        if tty:
+            click.echo(f"\r  {state['done']:,}/{total:,} ({pct} %)", err=True,
+                       nl=state["done"] >= total)
+        elif pct >= state["mark"] + 25 or state["done"] >= total:
+            state["mark"] = pct - pct % 25
+            click.echo(f"  {state['done']:,}/{total:,} ({pct} %)", err=True)
+
+    return start, update
 
 
 def _shifts(text: str) -> tuple[int, ...]:
