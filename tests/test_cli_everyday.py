@@ -183,3 +183,30 @@ def test_background_stop_then_resume_writes_the_consensus(tmp_path, monkeypatch)
     assert result.consensus_groups and sum(k for k, _ in done) == 2 * 32
     root = zarr.open_group(spec.out, mode="r")
     assert "consensus" in root and root.attrs["provenance"]["resumed"]
+
+
+@pytest.mark.parametrize("lib", ["httpx", "requests", "socket"])
+def test_fetch_network_failure_is_one_line_naming_offline(tmp_path, monkeypatch, lib):
+    import huggingface_hub
+
+    if lib == "httpx":
+        httpx = pytest.importorskip("httpx")
+        exc = httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
+    elif lib == "requests":
+        requests = pytest.importorskip("requests")
+        exc = requests.ConnectionError("Max retries exceeded")
+    else:
+        exc = OSError(101, "Network is unreachable")
+
+    def no_network(*a, **k):
+        raise exc
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", no_network)
+    from veff.fetch import FetchError, fetch
+
+    with pytest.raises(FetchError) as e:
+        fetch("enformer", cache_dir=tmp_path / "hub", models_dir=tmp_path / "models", offline=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "cannot reach the Hugging Face hub" in msg and "--offline" in msg
+    assert type(exc).__name__ in msg
