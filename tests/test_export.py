@@ -83,7 +83,7 @@ def test_long_tsv_and_parquet_round_trip(store, tmp_path):
     path, rows, truth, cons = store
     export(path, "tsv", tmp_path / "o.tsv")
     export(path, "parquet", tmp_path / "o.parquet")
-    _check_long(pd.read_csv(tmp_path / "o.tsv", sep="\t", keep_default_na=False, na_values=["NA"]), rows, truth, cons)
+    _check_long(pd.read_csv(tmp_path / "o.tsv", sep="\t", comment="#", keep_default_na=False, na_values=["NA"]), rows, truth, cons)
     pq = pd.read_parquet(tmp_path / "o.parquet")
     assert str(pq.value.dtype) == "float32"
     _check_long(pq, rows, truth, cons)
@@ -94,7 +94,7 @@ def test_wide_round_trip(store, tmp_path):
     export(path, "parquet", tmp_path / "w.parquet", wide=True)
     export(path, "tsv", tmp_path / "w.tsv", wide=True)
     for df in (pd.read_parquet(tmp_path / "w.parquet"),
-               pd.read_csv(tmp_path / "w.tsv", sep="\t", keep_default_na=False, na_values=["NA"])):
+               pd.read_csv(tmp_path / "w.tsv", sep="\t", comment="#", keep_default_na=False, na_values=["NA"])):
         assert len(df) == len(rows) and list(df.id) == [r.id for r in rows]
         for (m, t, s), vals in truth.items():
             np.testing.assert_array_equal(df[f"{m}/{t}/{s}"].to_numpy(np.float32), vals)
@@ -119,6 +119,16 @@ def test_polyfun_per_chromosome(store, tmp_path):
     assert df2.big_logSUM_maxabs[0] == both.max()
     assert "big_DIFF_LOG2_SUM_501_maxabs" in df2.columns
     assert df2.accessibility_absq[0] == pytest.approx(abs(float(cons["score"].values[4])), abs=1e-7)
+    df1 = pd.read_parquet(tmp_path / "annot.1.annot.parquet")
+    # the ALT alleles of a multi-allelic record share its ID: each gets a unique name
+    assert list(df1.SNP) == ["rs1", "chr1:200:C:T", "chr1:201:G:GA"]
+    assert df1.SNP.is_unique and df2.SNP.is_unique
+    # effect annotations only: |jsd| is its own column, no abs_ duplicate, no counts
+    assert {"prof_logfc_maxabs", "prof_jsd_maxabs"} <= set(df1.columns)
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(tmp_path / "annot.1.annot.parquet").metadata
+    assert b"veff.provenance" in meta
     dfx = pd.read_parquet(tmp_path / "annot.23.annot.parquet")
     assert list(dfx.CHR) == [23]
     assert (plink_chrom("chrM"), plink_chrom("7"), plink_chrom("chrUn_1")) == (26, 7, None)
@@ -129,7 +139,8 @@ def test_vcf_parses_and_carries_every_score(store, tmp_path):
 
     path, rows, truth, cons = store
     out = tmp_path / "o.vcf.gz"
-    export(path, "vcf", out)
+    assert export(path, "vcf", out, tracks="all") == [out]  # unsorted (chr2 50, 40): no index
+    assert not Path(f"{out}.tbi").exists()
     raw = out.read_bytes()
     assert raw[:4] == b"\x1f\x8b\x08\x04" and raw[12:14] == b"BC"  # BGZF, not plain gzip
     assert raw.endswith(bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000"))

@@ -21,6 +21,8 @@ contig lengths.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import hashlib
 import json
@@ -29,6 +31,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from veff.signals import Interrupted
 
 import numpy as np
 
@@ -165,6 +169,35 @@ def _vcf_snvs(genome: Genome, path: str) -> list[Variant]:
 
 
 # ---------------------------------------------------------------------------- compute
+# Progress and stop for the background phase (set by the CLI around a run, veff.signals):
+# ``progress(done_now, total)`` after each block of background SNVs, ``stop`` checked
+# before each block; a stop raises veff.signals.Interrupted and `--resume` computes again.
+_HOOKS: dict[str, Any] = {"progress": None, "stop": None, "start": None}
+
+
+@contextlib.contextmanager
+def phase_hooks(*, progress=None, stop=None, start=None):
+    """``start(model, total)`` when a model's background starts (the CLI opens a progress
+    line there), then ``progress(done_now, total)`` per block; ``stop`` a StopRequest."""
+    old = dict(_HOOKS)
+    _HOOKS.update(progress=progress, stop=stop, start=start)
+    try:
+        yield
+    finally:
+        _HOOKS.update(old)
+
+
+class BackgroundInterrupted(Interrupted):
+    """Stopped while computing a consensus background (every chunk is already scored)."""
+
+    def __str__(self) -> str:
+        import signal
+
+        return (f"stopped by {signal.Signals(self.signum).name} while computing the consensus "
+                "backgrounds; every chunk is scored and saved: run the same command with "
+                "--resume to write the consensus")
+
+
 def compute_background(
     handle, genome: Genome, spec: BackgroundSpec, options
 ) -> Background:
@@ -181,11 +214,18 @@ def compute_background(
         variants = sample_snvs(genome, spec.num, spec.seed, handle.window_len)
     scorer = ModelScorer(handle, options)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in scorer.stats}
+    stop, progress = _HOOKS["stop"], _HOOKS["progress"]
+    if _HOOKS["start"] is not None:
+        _HOOKS["start"](handle.name, len(variants))
     for start in range(0, len(variants), _SCORE_CHUNK):
+        if stop is not None and stop.is_set():
+            raise BackgroundInterrupted(stop.signum, 0, 1)
         block = variants[start : start + _SCORE_CHUNK]
         for stat, values in scorer.score(build_windows(
             genome, block, handle.window_len, centre_offset=scorer.options.centre_offset)).items():
             parts[stat].append(values)
+        if progress is not None:
+            progress(len(block), len(variants))
     return Background(
         model=handle.name,
         checkpoint_sha256=handle.sha256,

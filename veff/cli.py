@@ -94,13 +94,15 @@ class _BatchSize(click.ParamType):
 _RUN_OPTIONS = [
     click.argument("variants", type=click.Path(dir_okay=False)),
     click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped)."),
-    click.option("--model", "models", multiple=True, required=True, help="Checkpoint directory or registered name; repeat for several."),
-    click.option("--out", required=True, type=click.Path(), help="Output Zarr store."),
+    click.option("--model", "models", multiple=True, required=True, metavar="[NAME=]PATH",
+                 help="Checkpoint directory or registered name; repeat for several. NAME= names "
+                 "its scores/<NAME> group (default: the checkpoint's own name)."),
+    click.option("-o", "--out", required=True, type=click.Path(), help="Output Zarr store."),
     click.option("--batch-size", type=_BatchSize(), default="auto", show_default=True,
                  help="Variants per device step, or auto: the largest power of two (per device, "
                  "≤ 256) whose compiled step fits in 60% of available RAM on CPU, 80% of free "
                  "device memory on GPU/TPU ($VEFF_MEMORY_BUDGET bytes overrides); printed at "
-                 "start. See docs/performance.md."),
+                 "start. See `veff help performance`."),
     click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement)."),
     click.option("--stats", default=None, callback=lambda ctx, param, v: _check_stats(v),
                  help="Comma-separated statistics (default: all that apply)."),
@@ -205,20 +207,56 @@ def score(quiet, cluster, **options):
     from veff.pipeline import run
     from veff.progress import progress_bar
 
+    from veff.backgrounds import phase_hooks
+
     spec = spec_from_options(**options)
-    with stop_requests() as stop, progress_bar("scoring", disable=quiet) as update:
+    bg_start, bg_update = _background_lines(quiet)
+    with stop_requests() as stop, progress_bar("scoring", disable=quiet) as update, \
+            phase_hooks(progress=bg_update, stop=stop, start=bg_start):
         if cluster is not None:
             from veff.cli_cluster import run_on_cluster
 
             result = run_on_cluster(spec, cluster, progress=update, stop=stop)
         else:
             result = run(spec, progress=update, stop=stop)
+    from veff.store import root_attrs
+
+    groups = list((root_attrs(result.out) or {}).get("models") or [])
+    named = ", ".join(f"{given} -> scores/{g}" for given, g in zip(spec.models, groups))
     click.echo(
         f"{result.out}: {result.num_variants} rows ({result.num_ok} ok), "
         f"{result.chunks_scored} chunk(s) scored in {result.seconds:.1f} s"
+        + (f"; models: {named}" if named else "")
         + (f"; consensus groups: {', '.join(result.consensus_groups)}" if result.consensus_groups else ""),
         err=True,
     )
+
+
+def _background_lines(quiet: bool):
+    """(start, update) for the consensus background phase: one stderr line per model, then
+    its progress (rewritten in place on a terminal, at quarters in a log file)."""
+    state = {"done": 0, "mark": 0}
+    tty = sys.stderr.isatty()
+
+    def start(model: str, total: int) -> None:
+        state.update(done=0, mark=0, model=model)
+        if not quiet:
+            click.echo(f"veff: consensus background for {model}: scoring {total:,} random SNVs "
+                       "(cached for later runs; Ctrl-C stops, --resume finishes)", err=True)
+
+    def update(done_now: int, total: int) -> None:
+        state["done"] += done_now
+        if quiet:
+            return
+        pct = 100 * state["done"] // max(total, 1)
+        if tty:
+            click.echo(f"\r  {state['done']:,}/{total:,} ({pct} %)", err=True,
+                       nl=state["done"] >= total)
+        elif pct >= state["mark"] + 25 or state["done"] >= total:
+            state["mark"] = pct - pct % 25
+            click.echo(f"  {state['done']:,}/{total:,} ({pct} %)", err=True)
+
+    return start, update
 
 
 def _shifts(text: str) -> tuple[int, ...]:
@@ -243,8 +281,9 @@ def _check_stats(text: str | None) -> tuple[str, ...] | None:
     if not names or any(not n for n in names):
         raise click.BadParameter(f"{text!r} has an empty name", param_hint="--stats")
     from veff.scoring.profile import STAT_INFO
-    from veff.scoring.tracks import ScoreSpec
+    from veff.scoring.tracks import STATS, ScoreSpec
 
+    known = [*STAT_INFO, *STATS]
     for n in names:
         if n in STAT_INFO:
             continue
@@ -252,14 +291,26 @@ def _check_stats(text: str | None) -> tuple[str, ...] | None:
             ScoreSpec.parse(n)
         except ValueError:
             raise click.BadParameter(
-                f"unknown statistic {n!r}; see docs/scores_profile.md and "
-                "docs/scores_tracks.md", param_hint="--stats") from None
+                f"unknown statistic {n!r}; {did_you_mean(n.partition('@')[0], known)}known: "
+                f"{', '.join(known)} (track statistics take @WIDTH_BP; `veff help "
+                "scores_profile`, `veff help scores_tracks`)", param_hint="--stats") from None
     return names
+
+
+def did_you_mean(word: str, choices) -> str:
+    """``"did you mean 'x'? "`` for the closest of ``choices`` (difflib), or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close:  # case slips (logsum for logSUM)
+        lower = {c.lower(): c for c in choices}
+        close = [lower[word.lower()]] if word.lower() in lower else []
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 # ----------------------------------------------------------------------------- simulate
 @main.command()
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tiny", is_flag=True, help="A few-second simulation (2 × 40 kb) for tests.")
 @click.option("--num-contigs", type=int, default=None)
@@ -284,7 +335,7 @@ def simulate(out_dir, seed, tiny, num_contigs, contig_len, num_peaks):
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--format", "fmt", required=True,
               type=click.Choice(["chrombpnet-h5", "bpnet-lite", "enformer-pytorch", "borzoi-pytorch", "baskerville", "grelu"]))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
 @click.option("--name", default=None, help="Model name (default: the output directory's name).")
 @click.option("--params", "params_json", default=None, type=click.Path(exists=True, dir_okay=False), help="baskerville: params.json.")
 @click.option("--targets", default=None, type=click.Path(exists=True, dir_okay=False), help="baskerville/borzoi: targets.txt with track names and strand pairs.")
@@ -347,7 +398,7 @@ def models(known):
 
 # ----------------------------------------------------------------------------- demo, report, export
 @main.command()
-@click.option("--out", "out_dir", default="veff_demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("-o", "--out", "out_dir", default="veff_demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_one_line_errors
 def demo(out_dir, quiet):
@@ -366,7 +417,7 @@ def demo(out_dir, quiet):
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--genome", default=None, type=click.Path(exists=True, dir_okay=False),
               help="With --model: add REF/ALT prediction panels for the top variants.")
 @click.option("--model", "models", multiple=True, help="Checkpoints for the prediction panels.")
@@ -383,15 +434,36 @@ def report(store, out, genome, models, top):
 @main.command("export")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", required=True, type=click.Choice(["tsv", "parquet", "polyfun", "vcf", "genes"]))
-@click.option("--out", required=True, type=click.Path(), help="File (polyfun: prefix for PATH.<chrom>.annot.parquet).")
+@click.option("-o", "--out", required=True, type=click.Path(allow_dash=True),
+              help="File; - writes tsv/genes to standard output; polyfun: prefix for "
+              "PATH.<chrom>.annot.parquet; vcf: .vcf plain, .vcf.gz bgzipped and indexed.")
 @click.option("--wide", is_flag=True, help="tsv/parquet: one row per variant instead of one per score.")
+@click.option("--tracks", default=None, metavar="all|NAME,...",
+              help="vcf, binned models: per-track INFO fields for these tracks (all: every "
+              "track) instead of the default summary (the largest-|score| track).")
 @_one_line_errors
-def export_cmd(store, fmt, out, wide):
-    """Export scores for fine-mapping and annotation tools."""
+def export_cmd(store, fmt, out, wide, tracks):
+    """Export scores for fine-mapping and annotation tools (`veff help export`)."""
     from veff.export import export
 
-    for path in export(store, fmt, out, wide=wide):
-        click.echo(f"wrote {path}")
+    for path in export(store, fmt, out, wide=wide, **({"tracks": tracks} if tracks else {})):
+        if str(path) != "-":  # `-o -`: standard output holds the data only
+            click.echo(f"wrote {path}")
+
+
+@main.command("help")
+@click.argument("topic", required=False)
+@_one_line_errors
+def help_cmd(topic):
+    """Print a documentation page (TOPIC, e.g. export, store); without TOPIC, list them."""
+    from veff.docs_pages import page, topics
+
+    if topic is None:
+        for name, title in topics():
+            click.echo(f"{name:18} {title}")
+        click.echo("\nveff help TOPIC prints one; `veff COMMAND --help` lists a command's options.")
+        return
+    click.echo(page(topic), nl=False)
 
 
 # ----------------------------------------------------------------------------- train, predict
@@ -405,7 +477,7 @@ def train():
 @click.option("--signal", required=True, type=click.Path(exists=True, dir_okay=False), help="bigWig of cut counts or fragments file.")
 @click.option("--peaks", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--nonpeaks", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False))
 @click.option("--filters", type=int, default=512, show_default=True)
 @click.option("--n-layers", type=int, default=8, show_default=True)
 @click.option("--bias-filters", type=int, default=128, show_default=True)
@@ -443,7 +515,7 @@ def train_chrombpnet_cmd(genome, signal, peaks, nonpeaks, out, filters, n_layers
 @click.argument("regions", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", required=True, help="chromBPNet checkpoint (nobias, or full: bias is removed).")
 @click.option("--genome", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="bigWig to write.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="bigWig to write.")
 @click.option("--no-rc", is_flag=True)
 @click.option("--with-bias", is_flag=True, help="Keep the bias model of a full checkpoint (observed-signal prediction).")
 @click.option("--batch-size", type=int, default=64, show_default=True)

@@ -21,7 +21,8 @@ EXIT_ERROR, EXIT_USAGE, EXIT_SIGINT = 1, 2, 130
 
 _EXTRAS = {"h5py": "convert", "pandas": "export", "pyarrow": "export", "dask": "cluster",
            "distributed": "cluster", "dask_jobqueue": "cluster", "torch": "test",
-           "modiscolite": "interpret", "memelite": "interpret"}
+           "modiscolite": "interpret", "memelite": "interpret", "huggingface_hub": "fetch",
+           "pysam": "export"}
 # Exceptions raised by these libraries describe the files they read or write (a damaged
 # store, an unreadable checkpoint), not a bug in veff.
 _FILE_LIBRARIES = ("zarr", "numcodecs", "safetensors", "h5py", "yaml", "pyfaidx", "pysam",

@@ -8,10 +8,12 @@ Formats (docs/export.md has the column lists):
   num_models. ``wide=True``: one row per variant, one column per ``<model>/<track>/<stat>`` and
   per ``consensus/<group>/<field>``.
 - ``polyfun``: ``OUT.<CHR>.annot.parquet`` per chromosome, PolyFun's ``CHR SNP BP A1 A2`` and
-  non-negative annotations (per model and statistic the maximum |score| over tracks; per
-  consensus group |score| and a strong indicator; ``veff_unscored``), NaN written as 0.
-- ``vcf``: bgzipped VCF, one record per input record (multi-allelic rows rejoined, ``Number=A``
-  values in ALT order), one INFO key per model × statistic × track and per consensus field.
+  non-negative effect annotations (per model and effect statistic the maximum |score| over
+  tracks; per consensus group |score| and a strong indicator; ``veff_unscored``), NaN as 0.
+- ``vcf``: the input VCF annotated (veff/export_vcf.py).
+
+Every output carries the store's provenance (veff/provenance.py): TSV as ``#`` lines before
+the header (``pandas.read_csv(path, sep="\t", comment="#")``), Parquet as schema metadata.
 
 Tables are written chunk by chunk of the store's variants, so memory stays bounded. Every
 output is written under a temporary name next to it and renamed at the end, and the store
@@ -21,16 +23,16 @@ chunk, instead of exporting fill values.
 
 from __future__ import annotations
 
+import json
 import re
-import struct
-import zlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from veff import __version__
+from veff import provenance as _prov
 from veff.integrity import reading, replaced_at_end, verify
 from veff.store import Store
 
@@ -139,7 +141,19 @@ def _wide_frame(src: _Source, a: int, b: int):
     return df
 
 
-def _write_table(src: _Source, out: Path, *, parquet: bool, wide: bool) -> None:
+def _schema_meta(prov: dict[str, Any]) -> dict[bytes, bytes]:
+    return {b"veff.provenance": json.dumps(prov, sort_keys=True).encode()}
+
+
+def comment_header(prov: dict[str, Any]) -> str:
+    """The provenance as ``#`` lines (TSV): read the table with ``comment="#"``."""
+    lines = ["# veff export; read with pandas.read_csv(path, sep='\\t', comment='#')"]
+    lines += [f"# {k}: {v}".replace("\n", " ") for k, v in _prov.flat_lines(prov)]
+    return "\n".join(lines) + "\n"
+
+
+def _write_table(src: _Source, out, *, parquet: bool, wide: bool, prov: dict[str, Any]) -> None:
+    """``out``: a path, or for TSV an open text file (standard output)."""
     frame = _wide_frame if wide else _long_frame
     if parquet:
         import pyarrow as pa
@@ -150,16 +164,20 @@ def _write_table(src: _Source, out: Path, *, parquet: bool, wide: bool) -> None:
             for a, b in src.spans():
                 table = pa.Table.from_pandas(frame(src, a, b), preserve_index=False)
                 if writer is None:
-                    writer = pq.ParquetWriter(str(out), table.schema)
+                    schema = table.schema.with_metadata({**(table.schema.metadata or {}), **_schema_meta(prov)})
+                    writer = pq.ParquetWriter(str(out), schema)
                 writer.write_table(table.cast(writer.schema))
             if writer is None:  # an empty store still gets a readable file
                 table = pa.Table.from_pandas(frame(src, 0, 0), preserve_index=False)
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), **_schema_meta(prov)})
                 pq.write_table(table, str(out))
         finally:
             if writer is not None:
                 writer.close()
         return
-    with open(out, "w") as fh:
+    fh = open(out, "w") if isinstance(out, (str, Path)) else out
+    try:
+        fh.write(comment_header(prov))
         first = True
         for a, b in src.spans():
             # float32 values printed with 9 significant digits read back bit-exact
@@ -168,6 +186,11 @@ def _write_table(src: _Source, out: Path, *, parquet: bool, wide: bool) -> None:
             first = False
         if first:
             frame(src, 0, 0).to_csv(fh, sep="\t", index=False, header=True)
+    finally:
+        if fh is not out:
+            fh.close()
+        else:
+            fh.flush()
 
 
 # ---------------------------------------------------------------------------- PolyFun
@@ -183,24 +206,48 @@ def _column_name(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", "_".join(parts)).strip("_")
 
 
-def _write_polyfun(src: _Source, prefix: Path) -> list[Path]:
+_ALLELE = re.compile(r"^[ACGTN]+$", re.IGNORECASE)
+
+
+def effect_stats(src: _Source, model: str) -> list[str]:
+    """The statistics that are effects (PolyFun annotations): not predicted counts or
+    per-allele quantiles (no tail), not p-values, not the unaligned ``original_jsd``, and not
+    ``abs_X`` beside ``X`` (the same |score|)."""
+    from veff.scoring.profile import STAT_INFO
+
+    stats = src.stats[model]
+    keep = []
+    for s in stats:
+        if s.endswith("_pval") or (s in STAT_INFO and STAT_INFO[s].tail is None):
+            continue
+        if s.startswith("abs_") and s[4:] in stats:
+            continue
+        keep.append(s)
+    return keep
+
+
+def _write_polyfun(src: _Source, prefix: Path, prov: dict[str, Any]) -> list[Path]:
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     frames = []
+    stats = {m: effect_stats(src, m) for m in src.models}
     for a, b in src.spans():
         v = src.variants(a, b, ("chrom", "pos", "ref", "alt", "id", "status"))
         chr_num = [plink_chrom(str(c)) for c in v["chrom"]]
-        keep = np.array([c is not None for c in chr_num], dtype=bool)
-        ids = _strs(v["id"])
-        snp = np.array([i if i not in (".", "") else f"{c}:{p}:{r}:{al}"
-                        for i, c, p, r, al in zip(ids, v["chrom"], v["pos"], v["ref"], v["alt"])], dtype=object)
+        ref, alt = _strs(v["ref"]), _strs(v["alt"])
+        keep = np.array([c is not None and bool(_ALLELE.match(r)) and bool(_ALLELE.match(al))
+                         for c, r, al in zip(chr_num, ref, alt)], dtype=bool)  # no symbolic rows
         data: dict[str, Any] = {
             "CHR": np.array([c or 0 for c in chr_num], dtype=np.int64),
-            "SNP": snp, "BP": np.asarray(v["pos"], dtype=np.int64),
-            "A1": _strs(v["alt"]), "A2": _strs(v["ref"]),
+            "SNP": _strs(v["id"]), "BP": np.asarray(v["pos"], dtype=np.int64),
+            "A1": alt, "A2": ref,
+            "_name": np.array([f"{c}:{p}:{r}:{al}" for c, p, r, al in zip(v["chrom"], v["pos"], ref, alt)],
+                              dtype=object),
         }
         for m in src.models:
-            for s in src.stats[m]:
+            for s in stats[m]:
                 vals = np.abs(src.scores(m, s, a, b).astype(np.float64))
                 with np.errstate(invalid="ignore"):
                     mx = np.where(np.isnan(vals).all(axis=1), 0.0, np.nanmax(np.where(np.isnan(vals), -np.inf, vals), axis=1))
@@ -214,186 +261,80 @@ def _write_polyfun(src: _Source, prefix: Path) -> list[Path]:
     if not frames:
         raise ExportError("the store has no variants to export")
     df = pd.concat(frames, ignore_index=True)
+    # SNP: the input ID where it names one row; else (missing, or shared by the ALT alleles
+    # of a multi-allelic record) chrom:pos:ref:alt
+    bad = df.SNP.isin([".", ""]) | df.SNP.duplicated(keep=False)
+    df.loc[bad, "SNP"] = df.loc[bad, "_name"]
+    df = df.drop(columns="_name")
     names = list(df.columns)
     if len(set(names)) != len(names):
-        raise ExportError("two annotation names collide after sanitising; rename a model")
+        raise ExportError("two annotation names collide after sanitising; rename a model (--model NAME=PATH)")
     if df.empty:
         raise ExportError("no variant lies on a chromosome PolyFun can number (1-22, X, Y, MT)")
     parts = list(df.groupby("CHR", sort=True))
     written = [Path(f"{prefix}.{chr_num}.annot.parquet") for chr_num, _ in parts]
     with replaced_at_end(written) as tmps:
         for (_, part), tmp in zip(parts, tmps):
-            part.sort_values("BP", kind="stable").to_parquet(tmp, index=False)
+            table = pa.Table.from_pandas(part.sort_values("BP", kind="stable"), preserve_index=False)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **_schema_meta(prov)})
+            pq.write_table(table, str(tmp))
     return written
 
 
-# ---------------------------------------------------------------------------- VCF
-_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
-_BGZF_BLOCK = 0xFF00  # htslib's uncompressed block size
-
-
-class BgzfWriter:
-    """Minimal BGZF writer (RFC 1952 members with the BC extra field + the EOF block)."""
-
-    def __init__(self, path: Path):
-        self._fh = open(path, "wb")
-        self._buf = bytearray()
-
-    def write(self, text: str) -> None:
-        self._buf += text.encode()
-        while len(self._buf) >= _BGZF_BLOCK:
-            self._block(bytes(self._buf[:_BGZF_BLOCK]))
-            del self._buf[:_BGZF_BLOCK]
-
-    def _block(self, data: bytes) -> None:
-        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
-        cdata = comp.compress(data) + comp.flush()
-        bsize = 18 + len(cdata) + 8
-        head = b"\x1f\x8b\x08\x04\0\0\0\0\0\xff" + struct.pack("<H", 6) + b"BC" + struct.pack("<HH", 2, bsize - 1)
-        self._fh.write(head + cdata + struct.pack("<II", zlib.crc32(data), len(data)))
-
-    def close(self) -> None:
-        if self._buf:
-            self._block(bytes(self._buf))
-            self._buf.clear()
-        self._fh.write(_BGZF_EOF)
-        self._fh.close()
-
-
-def _info_key(*parts: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.]+", "_", "_".join(parts))
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def info_fields(src: _Source) -> list[dict[str, Any]]:
-    """Every INFO field written: {key, type, description, getter spec}."""
-    fields: list[dict[str, Any]] = [{"key": "VEFF_STATUS", "type": "String", "what": ("status",),
-                                     "description": "veff row status per ALT allele (ok, or why it was not scored)"}]
-    for m in src.models:
-        for s in src.stats[m]:
-            for j, t in enumerate(src.tracks[m]):
-                parts = ("VEFF", m, s) if src.kind[m] == "profile" and len(src.tracks[m]) == 1 else ("VEFF", m, s, t)
-                fields.append({"key": _info_key(*parts), "type": "Float", "what": ("score", m, s, j),
-                               "description": f"veff model={m} track={t} statistic={s}: {src.formula(m, s)}"})
-    for g in src.groups:
-        fields += [
-            {"key": _info_key("VEFF_CONS", g), "type": "Float", "what": ("cons", g, "score"),
-             "description": f"veff consensus score of group {g} (mean member quantile; docs/consensus.md)"},
-            {"key": _info_key("VEFF_CONS", g, "NSTRONG"), "type": "Integer", "what": ("cons", g, "num_strong"),
-             "description": f"veff number of models strong for group {g}"},
-            {"key": _info_key("VEFF_CONS", g, "CALL"), "type": "String", "what": ("cons", g, "call"),
-             "description": f"veff consensus call of group {g} (weak, agreed, single_model, conflict, none)"},
-        ]
-    keys = [f["key"] for f in fields]
-    seen: dict[str, int] = {}
-    for f in fields:  # keep keys unique after sanitising
-        if keys.count(f["key"]) > 1:
-            seen[f["key"]] = seen.get(f["key"], 0) + 1
-            f["key"] = f"{f['key']}_{seen[f['key']]}"
-    return fields
-
-
-def _fmt(value, typ: str) -> str:
-    if typ == "String":
-        return str(value) or "."
-    if typ == "Integer":
-        return str(int(value))
-    v = float(value)
-    return "." if np.isnan(v) else format(v, ".9g")
-
-
-def _write_vcf(src: _Source, out: Path) -> None:
-    fields = info_fields(src)
-    chroms = list(dict.fromkeys(str(c) for c in src.root["variants"]["chrom"][:]))
-    w = BgzfWriter(out)
-    try:
-        w.write("##fileformat=VCFv4.2\n")
-        w.write(f"##source=veff {__version__}\n")
-        for c in chroms:
-            w.write(f"##contig=<ID={c}>\n")
-        for f in fields:
-            w.write(f'##INFO=<ID={f["key"]},Number=A,Type={f["type"]},Description="{_escape(f["description"])}">\n')
-        w.write("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
-        pending: list[dict[str, Any]] = []  # rows of the current input record
-        for a, b in src.spans():
-            v = src.variants(a, b, ("chrom", "id", "status", "record", "orig_pos", "orig_ref", "orig_alt"))
-            cols: dict[tuple, np.ndarray] = {}
-            for f in fields:
-                what = f["what"]
-                if what[0] == "score" and what[1:3] not in cols:
-                    cols[what[1:3]] = src.scores(what[1], what[2], a, b)
-                elif what[0] == "cons":
-                    cols[what] = src.consensus(what[1], what[2], a, b)
-            for i in range(b - a):
-                row = {"chrom": str(v["chrom"][i]), "id": str(v["id"][i]), "record": int(v["record"][i]),
-                       "pos": int(v["orig_pos"][i]), "ref": str(v["orig_ref"][i]), "alt": str(v["orig_alt"][i]),
-                       "values": [_row_value(f["what"], cols, v, i) for f in fields]}
-                key = (row["record"], row["chrom"], row["pos"], row["ref"])
-                if pending and key != pending[0]["key"]:
-                    _write_record(w, pending, fields)
-                    pending = []
-                row["key"] = key
-                pending.append(row)
-        if pending:
-            _write_record(w, pending, fields)
-    finally:
-        w.close()
-
-
-def _row_value(what: tuple, cols: dict, v: dict, i: int):
-    if what[0] == "status":
-        return str(v["status"][i])
-    if what[0] == "score":
-        return cols[what[1:3]][i, what[3]]
-    return cols[what][i]
-
-
-def _write_record(w: BgzfWriter, rows: list[dict[str, Any]], fields: list[dict[str, Any]]) -> None:
-    r0 = rows[0]
-    alts = [r["alt"] for r in rows if r["alt"] not in ("", ".")]
-    info = "."
-    if alts:
-        scored = [r for r in rows if r["alt"] not in ("", ".")]
-        items = []
-        for k, f in enumerate(fields):
-            vals = [_fmt(r["values"][k], f["type"]) for r in scored]
-            if all(x == "." for x in vals):
-                continue  # an all-missing Number=A field is left out
-            items.append(f"{f['key']}={','.join(vals)}")
-        info = ";".join(items) or "."
-    w.write(f"{r0['chrom']}\t{r0['pos']}\t{r0['id'] or '.'}\t{r0['ref']}\t{','.join(alts) or '.'}\t.\t.\t{info}\n")
-
-
 # ---------------------------------------------------------------------------- entry point
-def export(store_path: str | Path, fmt: str, out: str | Path, *, wide: bool = False) -> list[Path]:
-    """Write ``store_path`` as ``fmt`` (tsv, parquet, polyfun, vcf) to ``out``; returns the
-    files written (for polyfun ``out`` is a prefix: ``OUT.<CHR>.annot.parquet``)."""
+def export(store_path: str | Path, fmt: str, out: str | Path, *, wide: bool = False,
+           tracks: str | None = None) -> list[Path]:
+    """Write ``store_path`` as ``fmt`` (tsv, parquet, polyfun, vcf, genes) to ``out``; returns
+    the files written (for polyfun ``out`` is a prefix: ``OUT.<CHR>.annot.parquet``, whose
+    directory is created; for vcf.gz also the ``.tbi`` index). ``out="-"``: tsv and genes go
+    to standard output. ``tracks`` (vcf, binned models): ``"all"`` or comma-separated track
+    names exported one INFO key each, instead of the largest-|score| summary."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     if wide and fmt not in ("tsv", "parquet"):
         raise ExportError("--wide applies to tsv and parquet only")
+    if tracks is not None and fmt != "vcf":
+        raise ExportError("--tracks applies to vcf only")
+    stdout = str(out) == "-"
+    if stdout and fmt not in ("tsv", "genes"):
+        raise ExportError(f"-o - (standard output) applies to tsv and genes, not {fmt}")
     out = Path(out)
-    if fmt != "polyfun" and out.parent and not out.parent.is_dir():
+    if fmt == "polyfun":
+        out.parent.mkdir(parents=True, exist_ok=True)
+    elif not stdout and out.parent and not out.parent.is_dir():
         raise ExportError(f"directory {out.parent} does not exist")
     store = Store.open(store_path, mode="r")
     try:
         verify(store)
         with reading(store):
             src = _Source(store)
+            prov = _prov.of_export(dict(store.root.attrs), store_path)
             if fmt == "polyfun":
-                return _write_polyfun(src, out)
+                return _write_polyfun(src, out, prov)
+            if stdout:
+                if fmt == "tsv":
+                    _write_table(src, sys.stdout, parquet=False, wide=wide, prov=prov)
+                else:
+                    from veff.export_genes import write_genes_tsv
+
+                    write_genes_tsv(store, sys.stdout, header=comment_header(prov))
+                return [Path("-")]
             with replaced_at_end([out]) as (tmp,):
                 if fmt in ("tsv", "parquet"):
-                    _write_table(src, tmp, parquet=fmt == "parquet", wide=wide)
+                    _write_table(src, tmp, parquet=fmt == "parquet", wide=wide, prov=prov)
                 elif fmt == "genes":  # the (variant, gene) tables (veff/export_genes.py)
                     from veff.export_genes import write_genes_tsv
 
-                    write_genes_tsv(store, tmp)
+                    write_genes_tsv(store, tmp, header=comment_header(prov))
                 else:
-                    _write_vcf(src, tmp)
+                    from veff.export_vcf import write_vcf
+
+                    is_sorted = write_vcf(src, out, tmp, provenance=_prov.flat_lines(prov), tracks=tracks,
+                              store_path=store_path)
+            if fmt == "vcf" and out.name.endswith((".gz", ".bgz")):
+                from veff.export_vcf import index
+
+                return [out, *index(out, is_sorted)]
             return [out]
     finally:
         store.close()

@@ -10,6 +10,7 @@ See docs/export.md.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,16 @@ COLUMNS = ("chrom", "pos", "ref", "alt", "id", "model", "gene_id", "gene_name", 
            "tss_distance", "track", "statistic", "value")
 
 
-def write_genes_tsv(store: Store, out: Path) -> None:
+def write_genes_tsv(store: Store, out, header: str = "") -> None:
+    """``out``: a path or an open text file; ``header``: ``#`` provenance lines."""
     from veff.export import ExportError
 
     models = [m for m in store.model_names() if GROUP in store.root["scores"][m]]
     if not models:
         raise ExportError(f"{store.path} has no gene table; score it with --genes GTF")
     v = store.root["variants"]
-    with open(out, "w") as fh:
-        fh.write("\t".join(COLUMNS) + "\n")
+    with (open(out, "w") if isinstance(out, (str, Path)) else contextlib.nullcontext(out)) as fh:
+        fh.write(header + "\t".join(COLUMNS) + "\n")
         for m in models:
             g = store.root["scores"][m][GROUP]
             tracks = [str(t) for t in g["track"][:]]

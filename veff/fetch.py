@@ -120,7 +120,7 @@ def _missing_message(m: KnownModel, cache: Path, why: str) -> str:
     return (f"{m.name}: {m.repo_id}@{m.revision} is not in the Hugging Face cache {cache} "
             f"({why}); on a machine with network run `veff fetch {m.name}` (or "
             f"`hf download {m.repo_id} {files} --revision {m.revision}`) and "
-            "copy that cache here (HF_HUB_CACHE)")
+            "copy that cache here (HF_HUB_CACHE), then use --offline")
 
 
 def _from_cache(m: KnownModel, cache: Path, why: str) -> Path:
@@ -139,7 +139,6 @@ def _download(m: KnownModel, cache: Path, offline: bool) -> Path:
     """The snapshot directory holding one of ``m.weights`` and all of ``m.files``."""
     if offline:
         return _from_cache(m, cache, "offline: HF_HUB_OFFLINE is set")
-    import requests
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -153,14 +152,41 @@ def _download(m: KnownModel, cache: Path, offline: bool) -> Path:
         # revision (not info.sha) so that a branch gets its refs/ entry for offline reuse
         return Path(snapshot_download(m.repo_id, revision=m.revision, cache_dir=str(cache),
                                       allow_patterns=[weights, *m.files]))
-    except (requests.ConnectionError, requests.Timeout, OfflineModeIsEnabled) as e:
-        return _from_cache(m, cache, f"hub unreachable: {type(e).__name__}")
+    except OfflineModeIsEnabled:
+        return _from_cache(m, cache, "offline: HF_HUB_OFFLINE is set")
     except HfHubHTTPError as e:
-        status = getattr(e.response, "status_code", None)
+        status = getattr(getattr(e, "response", None), "status_code", None)
         if status is not None and status >= 500:
             return _from_cache(m, cache, f"hub error {status}")
         raise FetchError(f"{m.name}: {m.repo_id}@{m.revision}: "
-                         f"{str(e).splitlines()[0]}") from None
+                         f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    except Exception as e:  # noqa: BLE001 - network failures fall back to the cache
+        if not is_network_error(e):
+            raise
+        return _from_cache(m, cache, f"cannot reach the Hugging Face hub: {_short(e)}")
+
+
+_NETWORK_MODULES = ("requests", "httpx", "httpcore", "urllib3", "socket", "ssl", "h11", "h2")
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """No network, a refused or reset connection, a DNS failure or a timeout, whichever
+    HTTP library huggingface_hub uses (requests before 1.0, httpx since)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        module = (type(exc).__module__ or "").split(".")[0]
+        if module in _NETWORK_MODULES or isinstance(exc, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            return True  # socket.gaierror, ENETUNREACH, …
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _short(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0][:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _files(m: KnownModel, snap: Path, cache: Path) -> tuple[Path, list[Path]]:

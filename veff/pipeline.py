@@ -86,7 +86,7 @@ def load_handles(specs: Sequence[str]) -> list[ModelHandle]:
     names = [h.name for h in handles]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise StoreError(f"two --model arguments share the name {dupes[0]!r}; rename one checkpoint")
+        raise StoreError(f"two --model arguments share the name {dupes[0]!r}; name one with --model NAME=PATH")
     return handles
 
 
@@ -235,7 +235,11 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
                                  "--resume (it starts over)"):
             store.root.attrs["centering"] = spec.options.centering
             _add_models(spec, store, genome, scorers, gene_index)
-            store.root.attrs["fingerprint"] = run_fingerprint(spec, genome, [s.handle for s in scorers])
+            fingerprint = run_fingerprint(spec, genome, [s.handle for s in scorers])
+            store.root.attrs["fingerprint"] = fingerprint
+            from veff import provenance
+
+            store.root.attrs[provenance.ATTR] = provenance.record(spec, fingerprint, [s.handle for s in scorers])
             store.mark_ready()
     except BaseException:
         store.close()
@@ -477,6 +481,9 @@ def run(spec: RunSpec, progress: ProgressFn | None = None,
 def finish_run(spec: RunSpec, store: Store, num_models: int, chunks_scored: int, t0: float) -> RunResult:
     """Every chunk is done: mark the store complete, release it, write the consensus."""
     try:
+        from veff import provenance
+
+        provenance.finish(store, resumed=spec.resume)
         store.finalize()
         num_ok = int(np.sum(store.root["variants"]["status"][:] == "ok"))
         num_variants = store.num_variants

@@ -38,8 +38,24 @@ def resolve(spec: str) -> tuple[Path, str | None]:
     if "/" not in spec and os.sep not in spec and (models_dir() / spec / CONFIG).is_file():
         return models_dir() / spec, spec
     known = [m["name"] for m in list_models()]
+    import difflib
+
+    close = difflib.get_close_matches(spec, known, n=1) if "/" not in spec else []
+    mean = f"did you mean {close[0]!r}? " if close else ""
     hint = f"registered: {', '.join(known)}" if known else f"none registered in {models_dir()}"
-    raise CheckpointError(f"{spec}: no such checkpoint directory or registered model ({hint})")
+    raise CheckpointError(f"{spec}: no such checkpoint directory or registered model ({mean}{hint})")
+
+
+def split_spec(spec: str) -> tuple[str | None, str]:
+    """``--model NAME=PATH`` -> (NAME, PATH); a plain path or registered name -> (None, spec).
+    NAME becomes the store's ``scores/<NAME>`` group (two checkpoints with the same internal
+    name can be scored together this way). A directory whose own name holds ``=`` is a path."""
+    name, eq, path = spec.partition("=")
+    if not eq or Path(spec).expanduser().is_dir() or "/" in name or os.sep in name:
+        return None, spec
+    if not name or not path:
+        raise CheckpointError(f"--model {spec!r}: expected NAME=PATH (both non-empty)")
+    return name, path
 
 
 def builder(arch: str):
@@ -55,6 +71,8 @@ def load_model(spec: str, name: str | None = None) -> ModelHandle:
     The handle's name is ``name`` if given, else the registered name the model was loaded
     by, else what the checkpoint says (its converter's ``--name``, or its directory name).
     """
+    given_name, spec = split_spec(spec)
+    name = name or given_name
     directory, registered = resolve(spec)
     ckpt = load_checkpoint(directory)
     handle = builder(ckpt.arch)(ckpt)
