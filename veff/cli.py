@@ -108,7 +108,7 @@ _RUN_OPTIONS = [
                  help="Comma-separated statistics (default: all that apply)."),
     click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True),
     click.option("--center-bp", type=click.IntRange(min=1), default=None, help="Binned models: centre mask width in bp for masked statistics."),
-    click.option("--chunk-size", type=click.IntRange(min=1), default=None, help="Variants per resumable chunk (default ~1024)."),
+    click.option("--chunk-size", type=click.IntRange(min=1), default=None, help="Variants per resumable chunk (default: up to 131,072; docs/store.md)."),
     click.option("--shifts", default="0", show_default=True, callback=lambda ctx, param, v: _shifts(v), help="Binned models: shift ensemble in bp, e.g. 0,-1,1."),
     click.option("--untransform", type=click.Choice(["new", "legacy"]), default=None,
                  help="Binned models: undo Borzoi's target squashing (baskerville untransform_preds / _preds1)."),

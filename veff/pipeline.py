@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from veff import __version__
+from veff import hostprof
 from veff.calibration import pvalue_stats, pvalues
 from veff.engine import ModelScorer, ScoreOptions
 from veff.io.genome import Genome
@@ -211,7 +212,9 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
 
     out = Path(spec.out)
     if spec.chunk_size is None:
-        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(spec.options.batch_size))
+        size = default_chunk_size(spec.options.batch_size, score_bytes_per_row(scorers, bool(spec.null_shuffles)),
+                                  genes=spec.genes is not None)
+        spec = dataclasses.replace(spec, chunk_size=size)
     gene_index = None
     if spec.genes is not None:  # before the store exists: a bad GTF leaves nothing behind
         from veff import genes_store
@@ -223,18 +226,20 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
         ref_mismatch=spec.ref_mismatch,
         max_indel_len=spec.max_indel_len,
     )
-    store = Store.create(
-        out,
-        variants,
-        chunk_size=spec.chunk_size,
-        run_config={**spec.to_json(), "veff_version": __version__},
-        overwrite=spec.overwrite,
-    )
+    with hostprof.phase("store: create variants/ (incl. reading the VCF)"):
+        store = Store.create(
+            out,
+            variants,
+            chunk_size=spec.chunk_size,
+            run_config={**spec.to_json(), "veff_version": __version__},
+            overwrite=spec.overwrite,
+        )
     try:
         with _store.write_errors(out, "the store is not finished: fix it, then rerun with "
                                  "--resume (it starts over)"):
             store.root.attrs["centering"] = spec.options.centering
-            _add_models(spec, store, genome, scorers, gene_index)
+            with hostprof.phase("store: create model arrays"):
+                _add_models(spec, store, genome, scorers, gene_index)
             fingerprint = run_fingerprint(spec, genome, [s.handle for s in scorers])
             store.root.attrs["fingerprint"] = fingerprint
             from veff import provenance
@@ -356,15 +361,55 @@ def load_nulls(store: Store, scorer: ModelScorer) -> dict[str, np.ndarray] | Non
     return found or None
 
 
-def _windows_for_chunk(
-    store: Store, genome: Genome, chunk: int, lengths: list[tuple[int, int, str]]
-) -> tuple[int, list[Variant], dict[tuple, WindowBatch]]:
-    start, stop = store.chunk_range(chunk)
-    variants = store.read_variants(start, stop)
-    return start, variants, {
-        (L, off, mode): oriented_windows(genome, variants, L, centre_offset=off, indel_windows=mode)
-        for L, off, mode in set(lengths)
-    }
+class _ChunkReader:
+    """Reader-thread state: the columns of the chunk being read (a chunk is read once and
+    cut into blocks) and the current contig's tokens (veff.io.fast_windows)."""
+
+    def __init__(self, store: Store, genome: Genome, lengths: list[tuple[int, int, str]]):
+        from veff.io.fast_windows import ContigTokens
+
+        self.store, self.genome, self.lengths = store, genome, sorted(set(lengths))
+        self.contigs = ContigTokens(genome)
+        self._chunk: int | None = None
+        self._cols: dict[str, np.ndarray] = {}
+
+    def block(self, chunk: int, a: int, b: int) -> tuple[np.ndarray, dict[tuple, WindowBatch]]:
+        """The ok mask and the windows of rows ``[a, b)`` (store rows) of ``chunk``."""
+        from veff.io.fast_windows import chunk_windows
+
+        start, stop = self.store.chunk_range(chunk)
+        if chunk != self._chunk:
+            with hostprof.phase("reader: read variant rows"):
+                self._cols = self.store.read_columns(start, stop)
+                self._chunk = chunk
+        cols = {k: v[a - start : b - start] for k, v in self._cols.items()}
+        with hostprof.phase("reader: build windows"):
+            windows = {
+                (L, off, mode): chunk_windows(
+                    self.genome, self.contigs, cols, L, centre_offset=off, indel_windows=mode,
+                    slow_rows=lambda idx: _store.variants_from_columns(cols, idx))
+                for L, off, mode in self.lengths
+            }
+        return cols["status"] == "ok", windows
+
+
+def _blocks(store: Store, chunks: Sequence[int], rows: int) -> list[tuple[int, int, int, bool]]:
+    """(chunk, first row, stop row, last block of its chunk?) for every block of ``chunks``."""
+    out = []
+    for c in chunks:
+        start, stop = store.chunk_range(c)
+        for a in range(start, stop, rows):
+            out.append((c, a, min(a + rows, stop), a + rows >= stop))
+    return out
+
+
+def block_rows(window_len: int) -> int:
+    """Rows the device scores at a time within a chunk (windows of long-context models are
+    large: 1024 rows of 196,608 bp are 400 MB of tokens)."""
+    env = os.environ.get("VEFF_BLOCK")
+    if env:
+        return max(1, int(env))
+    return 4096 if window_len <= 16_384 else 1024
 
 
 def oriented_windows(
@@ -418,33 +463,45 @@ def score_chunks(
             gene_part = scores.pop("_genes", None)
             if gene_part is not None:
                 gene_part[0].write(store, name, gene_part[1])
-            store.write_scores(name, start, scores, padded)
-        store.mark_done(chunk)
+            with hostprof.phase("writer: write scores"):
+                store.write_scores(name, start, scores, padded)
+        with hostprof.phase("writer: done marker"):
+            store.mark_done(chunk)
         if progress is not None:
             progress(rows, store.num_variants)
 
+    # A chunk (the unit of resume and of the store's Zarr chunks) may be large; the device
+    # scores it in blocks, and the chunk is written once all of its blocks are scored.
+    whole = gene_index is not None  # the gene table is laid out by chunk
+    rows = max(store.chunk_size, 1) if whole else block_rows(max(L for L, _, _ in lengths))
+    units = _blocks(store, chunks, rows)
+    reader_state = _ChunkReader(store, genome, lengths)
     with (
         cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="veff-windows") as reader,
         cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="veff-writer") as writer,
     ):
-        pending = [reader.submit(_windows_for_chunk, store, genome, c, lengths) for c in chunks[:2]]
+        pending = [reader.submit(reader_state.block, *u[:3]) for u in units[:2]]
         written: cf.Future | None = None
         started = 0
-        for i, chunk in enumerate(chunks):
-            if stop is not None and stop.is_set():
-                break
-            started += 1
-            start, variants, windows = pending[i].result()
-            if i + 2 < len(chunks):
-                pending.append(reader.submit(_windows_for_chunk, store, genome, chunks[i + 2], lengths))
-            ok = np.array([v.status is Status.OK for v in variants])
+        parts: list[list[tuple[str, dict, np.ndarray]]] = []
+        for i, (chunk, a, b, last) in enumerate(units):
+            if a == store.chunk_range(chunk)[0]:
+                if stop is not None and stop.is_set():
+                    break
+                started += 1
+            with hostprof.phase("main: wait for windows"):
+                ok, windows = pending[i].result()
+            if i + 2 < len(units):
+                pending.append(reader.submit(reader_state.block, *units[i + 2][:3]))
+            pending[i] = None  # the windows are released once scored
             results = []
             for s in scorers:
                 wb = windows[(s.handle.window_len, s.options.centre_offset, s.options.indel_windows)]
                 cg = None
                 if gene_index is not None and genes_store.has_genes(store, s.handle.name):
                     cg = genes_store.ChunkGenes(store, s, gene_index, chunk, s.options.indel_windows)
-                scores = s.score(wb, None if cg is None else cg.gene_rows)
+                with hostprof.phase("main: device step (score)"):
+                    scores = s.score(wb, None if cg is None else cg.gene_rows)
                 if cg is not None:
                     scores["_genes"] = (cg, {k: scores.pop(k) for k in list(scores)
                                              if k.startswith(genes_store.PREFIX)})
@@ -454,13 +511,31 @@ def score_chunks(
                     if k != "_genes":
                         values[~ok] = np.nan
                 results.append((s.handle.name, scores, wb.padded & ok))
+            del windows
+            parts.append(results)
+            if not last:
+                continue
+            results, parts = _join_blocks(parts), []
             if written is not None:
-                written.result()  # at most one chunk in flight; surfaces write errors
-            written = writer.submit(write, start, chunk, results, len(variants))
+                with hostprof.phase("main: wait for writer"):
+                    written.result()  # at most one chunk in flight; surfaces write errors
+            start, stop_row = store.chunk_range(chunk)
+            written = writer.submit(write, start, chunk, results, stop_row - start)
         if written is not None:
             written.result()
     if started < len(chunks):
         raise Interrupted(stop.signum, started, len(chunks))
+
+
+def _join_blocks(parts: list[list[tuple[str, dict, np.ndarray]]]) -> list[tuple[str, dict, np.ndarray]]:
+    """One chunk's results from those of its blocks (same models, same statistics)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = []
+    for m, (name, scores, _) in enumerate(parts[0]):
+        joined = {k: np.concatenate([p[m][1][k] for p in parts]) for k in scores}
+        out.append((name, joined, np.concatenate([p[m][2] for p in parts])))
+    return out
 
 
 def run(spec: RunSpec, progress: ProgressFn | None = None,
@@ -471,7 +546,8 @@ def run(spec: RunSpec, progress: ProgressFn | None = None,
     store, scorers = open_run(spec, genome, handles)
     try:
         todo = store.pending_chunks()
-        score_chunks(store, genome, scorers, todo, progress, stop, gtf=spec.genes)
+        with hostprof.phase("score_chunks (total)"):
+            score_chunks(store, genome, scorers, todo, progress, stop, gtf=spec.genes)
     except BaseException:
         store.close()
         raise
@@ -484,7 +560,8 @@ def finish_run(spec: RunSpec, store: Store, num_models: int, chunks_scored: int,
         from veff import provenance
 
         provenance.finish(store, resumed=spec.resume)
-        store.finalize()
+        with hostprof.phase("finalize (consolidate)"):
+            store.finalize()
         num_ok = int(np.sum(store.root["variants"]["status"][:] == "ok"))
         num_variants = store.num_variants
     finally:
@@ -521,11 +598,35 @@ def profile_tail(stat: str) -> str:
     return {"two": "two-sided", "right": "right"}[STAT_INFO[stat].tail]
 
 
-def default_chunk_size(batch_size: int | str) -> int:
-    """A chunk is the unit of resume: big enough to keep the device busy, small enough that
-    a kill loses little. Rounded to a whole number of batches (auto batches are powers of
-    two per device, so the default target of 1024 holds whole ones up to 1024 rows)."""
-    target = int(os.environ.get("VEFF_CHUNK", "1024"))
+CHUNK_MAX = 131_072  # rows: with ~20 statistics, ≤ 200 files per model per million rows
+CHUNK_BYTES = 256 << 20  # score bytes of one chunk (all models) kept in memory until written
+
+
+def default_chunk_size(batch_size: int | str, bytes_per_row: int = 0, *, genes: bool = False) -> int:
+    """A chunk is the unit of resume and one Zarr chunk of every per-variant array, so its
+    size sets the number of files (docs/store.md). The device scores it in blocks
+    (``block_rows``), so its size costs memory only for the scores held until it is
+    written: the largest power of two ≤ CHUNK_MAX whose scores (``bytes_per_row``, all
+    models) fit in CHUNK_BYTES, at least 1024 rows. ``VEFF_CHUNK`` sets the target instead
+    (the former default, 1024), as does a gene table (scored a whole chunk at a time).
+    Rounded to a whole number of batches (auto batches are powers of two per device)."""
+    env = os.environ.get("VEFF_CHUNK")
+    if env or genes:
+        target = int(env or "1024")
+    else:
+        fit = CHUNK_BYTES // max(1, bytes_per_row)
+        target = 1024
+        while target * 2 <= min(CHUNK_MAX, fit):
+            target *= 2
     if batch_size == "auto":
         return max(1, target)
     return max(batch_size, (target // batch_size) * batch_size)
+
+
+def score_bytes_per_row(scorers: Sequence[ModelScorer], null: bool = False) -> int:
+    """Bytes of one row's scores over every model (float32 per statistic and track)."""
+    total = 0
+    for s in scorers:
+        stats = len(s.formulas) * (2 if null and s.handle.kind == "profile" else 1)
+        total += 4 * stats * len(s.track_names) + 1
+    return total

@@ -262,31 +262,14 @@ class Store:
         start = chunk * self.chunk_size
         return start, min(start + self.chunk_size, self.num_variants)
 
-    def read_variants(self, start: int, stop: int) -> list[Variant]:
+    def read_columns(self, start: int, stop: int, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Columns of ``variants/`` for rows ``[start, stop)`` (all of them by default)."""
         g = self.root["variants"]
-        cols = {name: g[name][start:stop] for name, _, _ in _VARIANT_COLUMNS}
-        out = []
-        for i in range(stop - start):
-            flipped = bool(cols["flipped"][i])
-            ref, alt = str(cols["ref"][i]), str(cols["alt"][i])
-            out.append(
-                Variant(
-                    chrom=str(cols["chrom"][i]),
-                    pos1=int(cols["pos"][i]),
-                    # Variant.ref is the genome's allele (see the column comment above)
-                    ref=alt if flipped else ref,
-                    alt=ref if flipped else alt,
-                    id=str(cols["id"][i]),
-                    status=Status(str(cols["status"][i])),
-                    fasta_chrom=str(cols["fasta_chrom"][i]) or None,
-                    flipped=flipped,
-                    record=int(cols["record"][i]),
-                    orig_pos1=int(cols["orig_pos"][i]),
-                    orig_ref=str(cols["orig_ref"][i]),
-                    orig_alt=str(cols["orig_alt"][i]),
-                )
-            )
-        return out
+        names = [n for n, _, _ in _VARIANT_COLUMNS] if names is None else list(names)
+        return {name: np.asarray(g[name][start:stop]) for name in names}
+
+    def read_variants(self, start: int, stop: int) -> list[Variant]:
+        return variants_from_columns(self.read_columns(start, stop))
 
     # ------------------------------------------------------------------ scores
     def add_model(
@@ -399,6 +382,32 @@ class Store:
             # zarr warns that consolidated metadata is not in the v3 spec; xarray reads it.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(self.path))
+
+
+def variants_from_columns(cols: dict[str, np.ndarray], rows: Iterable[int] | None = None) -> list[Variant]:
+    """``Variant`` rows from ``Store.read_columns`` (all columns), at ``rows`` or all."""
+    out = []
+    for i in range(len(cols["pos"])) if rows is None else rows:
+        flipped = bool(cols["flipped"][i])
+        ref, alt = str(cols["ref"][i]), str(cols["alt"][i])
+        out.append(
+            Variant(
+                chrom=str(cols["chrom"][i]),
+                pos1=int(cols["pos"][i]),
+                # Variant.ref is the genome's allele (see the column comment above)
+                ref=alt if flipped else ref,
+                alt=ref if flipped else alt,
+                id=str(cols["id"][i]),
+                status=Status(str(cols["status"][i])),
+                fasta_chrom=str(cols["fasta_chrom"][i]) or None,
+                flipped=flipped,
+                record=int(cols["record"][i]),
+                orig_pos1=int(cols["orig_pos"][i]),
+                orig_ref=str(cols["orig_ref"][i]),
+                orig_alt=str(cols["orig_alt"][i]),
+            )
+        )
+    return out
 
 
 WRITE_ROWS = 65_536  # rows per write while streaming the input into variants/
