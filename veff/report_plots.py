@@ -62,6 +62,8 @@ class Figures:
         text = text[text.index("<svg"):]  # no XML declaration or DOCTYPE inside HTML
         for gid, title in (titles or {}).items():
             text = text.replace(f'<g id="{gid}">', f'<g id="{gid}"><title>{html.escape(title)}</title>', 1)
+        # ids unique within the page: every id, and every reference to one, gets the salt
+        text = re.sub(r'(\sid="|url\(#|xlink:href="#)([^"()]+)', lambda m: f"{m.group(1)}{salt}-{m.group(2)}", text)
         return text.replace('<svg xmlns', f'<svg class="fig" data-fig="{salt}" xmlns', 1)
 
 
@@ -71,6 +73,29 @@ def linthresh(values: np.ndarray) -> float:
     a = np.abs(values[np.isfinite(values)])
     a = a[a > 0]
     return float(np.median(a)) if a.size else 1.0
+
+
+def symlog_axis(axis, values: np.ndarray, *, pad: float = 0.04) -> float:
+    """Put ``axis`` on a symlog scale fitted to ``values``: linear range, limits padded by
+    ``pad`` of the span (points at the extremes stay whole), ticks at 0 and ±10^k (every
+    other decade when there are many) labelled plainly. Returns the linear range."""
+    c = linthresh(values)
+    x = axis.axis_name == "x"
+    (axis.axes.set_xscale if x else axis.axes.set_yscale)("symlog", linthresh=c)
+    lo, hi = _limits(values)
+    tr = axis.get_transform()
+    a, b = tr.transform(np.array([lo, hi], dtype=float))
+    m = (b - a) * pad
+    vlo, vhi = tr.inverted().transform(np.array([a - m, b + m]))
+    (axis.axes.set_xlim if x else axis.axes.set_ylim)(vlo, vhi)
+    top = max(abs(vlo), abs(vhi))
+    k0, k1 = int(np.ceil(np.log10(c))), int(np.floor(np.log10(top))) if top > 0 else 0
+    step = 1 if k1 - k0 < 4 else 2
+    decades = [10.0 ** k for k in range(k0, k1 + 1, step)]
+    ticks = sorted({0.0, *decades, *(-d for d in decades)})
+    axis.set_ticks([t for t in ticks if vlo <= t <= vhi])
+    axis.set_major_formatter(lambda v, _: f"{v:g}")
+    return c
 
 
 def _edges(ax_axis, lo: float, hi: float, n: int) -> np.ndarray:
@@ -101,15 +126,19 @@ def pair_density(figs: Figures, xa: np.ndarray, xb: np.ndarray, xlabel: str, yla
     fig = figs.new(4.3, 3.6)
     ax = fig.add_subplot()
     ok = np.isfinite(xa) & np.isfinite(xb)
-    ax.set_xscale("symlog", linthresh=linthresh(xa[ok]))
-    ax.set_yscale("symlog", linthresh=linthresh(xb[ok]))
+    symlog_axis(ax.xaxis, xa[ok])
+    symlog_axis(ax.yaxis, xb[ok])
     ex = _edges(ax.xaxis, *_limits(xa[ok]), 40)
     ey = _edges(ax.yaxis, *_limits(xb[ok]), 40)
     counts, _, _ = np.histogram2d(xa[ok], xb[ok], [ex, ey])
     if ok.any():
         mesh = ax.pcolormesh(ex, ey, np.ma.masked_equal(counts.T, 0), cmap="Greys", rasterized=True,
                              norm=colors.LogNorm(vmin=1, vmax=max(2.0, counts.max())))
-        fig.colorbar(mesh, ax=ax, label="variants per cell", shrink=0.85)
+        top_count = float(max(2.0, counts.max()))
+        cb = fig.colorbar(mesh, ax=ax, label="variants per cell", shrink=0.85)
+        cb.minorticks_off()
+        cticks = sorted({*(10.0 ** np.arange(int(np.log10(top_count)) + 1)), top_count})
+        cb.set_ticks(cticks, labels=[f"{t:g}" for t in cticks])
     for thr, line in ((thr_a, ax.axvline), (thr_b, ax.axhline)):
         if thr is not None and np.isfinite(thr):
             for t in (thr, -thr):
@@ -127,7 +156,7 @@ def pair_density(figs: Figures, xa: np.ndarray, xb: np.ndarray, xlabel: str, yla
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if seen:
-        ax.legend(loc="upper left", frameon=True, framealpha=0.9)
+        ax.legend(loc="best", frameon=True, framealpha=0.9)
     return figs.svg(fig, titles)
 
 
@@ -149,7 +178,8 @@ def tail_plot(figs: Figures, values: np.ndarray, background: np.ndarray | None, 
     ax = fig.add_subplot()
     both = np.abs(np.concatenate([values[np.isfinite(values)],
                                   background[np.isfinite(background)] if background is not None else []]))
-    ax.set_xscale("symlog", linthresh=linthresh(both) if both.size else 1.0)
+    symlog_axis(ax.xaxis, both if both.size else np.zeros(1))
+    ax.set_xlim(left=0)
     ax.set_yscale("log")
     series = [(values, ALT_COLOR, "variants")]
     if background is not None:
