@@ -353,3 +353,77 @@ def test_console_check_catches_errors(tmp_path):
     bad.write_text("<html><body><p>x</p><script>console.error('boom'); undefinedFn();</script></body></html>")
     _, log = run_chromium(bad, tmp_path, size=(200, 200))
     assert any("boom" in m for m in console_messages(log))
+
+
+def test_output_starts_geometry():
+    from veff.report_panels import output_starts
+
+    # L = 10, P = 4 per-base outputs: window [pos1 - 1 - 5, +10) 0-based, outputs from index 3
+    np.testing.assert_array_equal(output_starts(100, 10, 4, 1), [98, 99, 100, 101])
+    # 3 bins of 2 bp in a 10 bp window: offset 2, bins start at window index 2, 4, 6
+    np.testing.assert_array_equal(output_starts(100, 10, 3, 2), [97, 99, 101])
+
+
+def test_prediction_panels_on_genome_coordinates(tmp_path):
+    """REF/ALT panels recomputed with the model for the first --panels top variants, on genome
+    coordinates, with the genes of a GTF and the peaks of a BED drawn under them."""
+    from veff.checkpoint import save_checkpoint
+    from veff.models import bpnet
+    from veff.models.registry import load_model
+    from veff.report_panels import output_starts
+    from veff.store import Store
+    from veff.types import Variant
+
+    rng = np.random.default_rng(5)
+    seq = "".join(rng.choice(list("ACGT"), 600))
+    (tmp_path / "g.fa").write_text(">chr1\n" + "\n".join(seq[i : i + 60] for i in range(0, 600, 60)) + "\n")
+    save_checkpoint(tmp_path / "m", arch="bpnet", config=BPNET_CFG.to_dict(),
+                    params=bpnet.init(BPNET_CFG, jax.random.key(4)), metadata={"name": "m"})
+    handle = load_model(str(tmp_path / "m"))
+    rows = [Variant(chrom="chr1", pos1=p, ref=seq[p - 1], alt="ACGT"[("ACGT".index(seq[p - 1]) + 2) % 4],
+                    id=f"v{k}", fasta_chrom="chr1") for k, p in enumerate((200, 300, 400))]
+    s = Store.create(tmp_path / "s.zarr", rows, chunk_size=3, run_config={})
+    s.add_model("m", tracks=["m"], stats={"logfc": "f"}, attrs={"kind": "profile", "checkpoint_sha256": handle.sha256})
+    s.write_scores("m", 0, {"logfc": np.array([[0.1], [-2.0], [0.5]], np.float32)}, np.zeros(3, bool))
+    s.mark_done(0)
+    s.finalize()
+    s.close()
+    (tmp_path / "g.gtf").write_text(
+        'chr1\tt\tgene\t280\t330\t.\t+\t.\tgene_id "G1"; gene_name "GENEA";\n'
+        'chr1\tt\texon\t280\t295\t.\t+\t.\tgene_id "G1"; gene_name "GENEA";\n'
+        'chr1\tt\texon\t310\t330\t.\t+\t.\tgene_id "G1"; gene_name "GENEA";\n'
+        'chr1\tt\texon\t100\t120\t.\t-\t.\tgene_id "G2"; gene_name "FARAWAY";\n')
+    (tmp_path / "p.bed").write_text("chr1\t390\t410\n")
+    out = write_report(tmp_path / "s.zarr", tmp_path / "r.html", genome=tmp_path / "g.fa",
+                       models=[str(tmp_path / "m")], num_panels=2, genes=tmp_path / "g.gtf", peaks=tmp_path / "p.bed")
+    text = out.read_text().split("REF/ALT predictions")[1]
+    panels = figures(text)
+    assert len(panels) == 2  # --panels 2: the two top variants by |logfc|, v1 then v2
+    for svg, pos in zip(panels, (300, 400)):
+        x0 = output_starts(pos, handle.window_len, handle.output_len, 1)
+        words = " ".join("".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text"))
+        assert f"chr1:{x0[0]:,}–{x0[-1]:,}" in words and f"chr1:{pos} " in words
+        assert "chr1 position (bp)" in words
+        assert {"#2166ac", "#d6604d"} <= legend_colours(svg)  # REF and ALT in their colours
+        # the x tick labels are genome positions inside the output span
+        ticks = [int(t.replace(",", "")) for t in tick_labels(svg, "x")]
+        assert ticks and all(x0[0] <= t <= x0[-1] + 1 for t in ticks), ticks
+    words0 = " ".join("".join(t.itertext()) for t in panels[0].iter("{http://www.w3.org/2000/svg}text"))
+    words1 = " ".join("".join(t.itertext()) for t in panels[1].iter("{http://www.w3.org/2000/svg}text"))
+    assert "GENEA →" in words0 and "FARAWAY" not in words0 and "genes" in words0 and "peaks" not in words0
+    assert "peaks" in words1 and "GENEA" not in words1
+
+
+def test_report_cli_options(store_with_consensus, tmp_path):
+    from click.testing import CliRunner
+
+    from veff.cli import main
+
+    r = CliRunner().invoke(main, ["report", str(store_with_consensus), "--out", str(tmp_path / "r.html"),
+                                  "--top", "3", "--assembly", "mm10"])
+    assert r.exit_code == 0, r.output
+    body = (tmp_path / "r.html").read_text().split("<h3>Top variants</h3>")[1]
+    assert len(re.findall(r"db=mm10&amp;position=", body)) == 3
+    r = CliRunner().invoke(main, ["report", str(store_with_consensus), "--out", str(tmp_path / "r2.html"),
+                                  "--genes", str(tmp_path / "r.html")])
+    assert r.exit_code == 1 and "--model and --genome" in r.output
