@@ -421,13 +421,22 @@ def demo(out_dir, quiet):
 @click.option("--genome", default=None, type=click.Path(exists=True, dir_okay=False),
               help="With --model: add REF/ALT prediction panels for the top variants.")
 @click.option("--model", "models", multiple=True, help="Checkpoints for the prediction panels.")
-@click.option("--top", type=int, default=25, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=25, show_default=True, help="Rows of each top-variants table.")
+@click.option("--panels", type=click.IntRange(min=0), default=4, show_default=True,
+              help="REF/ALT prediction panels (the first N top variants; needs --model and --genome).")
+@click.option("--genes", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="GTF: draw genes under the prediction panels.")
+@click.option("--peaks", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="BED/narrowPeak: draw peaks under the prediction panels.")
+@click.option("--assembly", default="hg38", show_default=True,
+              help="UCSC assembly of the genome-browser links; 'none' for no links.")
 @_one_line_errors
-def report(store, out, genome, models, top):
+def report(store, out, genome, models, top, panels, genes, peaks, assembly):
     """Write a self-contained HTML report of a store (consensus, agreement, top variants)."""
     from veff.report import write_report
 
-    path = write_report(store, out, genome=genome, models=list(models) or None, top_n=top)
+    path = write_report(store, out, genome=genome, models=list(models) or None, top_n=top, num_panels=panels,
+                        genes=genes, peaks=peaks, assembly=None if assembly.lower() == "none" else assembly)
     click.echo(f"wrote {path}")
 
 

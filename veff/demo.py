@@ -61,7 +61,8 @@ def run_demo(out_dir: str | os.PathLike, *, progress: ProgressFn | None = None) 
         background_n=500,
     )
     result = run(spec, progress=progress)
-    report = write_report(spec.out, out / "report.html", genome=spec.genome, models=list(models))
+    report = write_report(spec.out, out / "report.html", genome=spec.genome, models=list(models),
+                          peaks=spec.peaks, assembly=None)  # a simulated genome: no browser links
     table = out / "scores.tsv"
     export(spec.out, "tsv", table, wide=True)
     return DemoResult(store=Path(spec.out), report=Path(report), table=table, run=result)
