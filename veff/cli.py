@@ -334,7 +334,8 @@ def simulate(out_dir, seed, tiny, num_contigs, contig_len, num_peaks):
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--format", "fmt", required=True,
-              type=click.Choice(["chrombpnet-h5", "bpnet-lite", "enformer-pytorch", "borzoi-pytorch", "baskerville", "grelu"]))
+              type=click.Choice(["chrombpnet-h5", "bpnet-lite", "enformer-pytorch", "borzoi-pytorch", "baskerville", "grelu",
+                                 "scbasset-keras", "scbasset-scvi"]))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
 @click.option("--name", default=None, help="Model name (default: the output directory's name).")
 @click.option("--params", "params_json", default=None, type=click.Path(exists=True, dir_okay=False), help="baskerville: params.json.")
@@ -348,16 +349,18 @@ def simulate(out_dir, seed, tiny, num_contigs, contig_len, num_peaks):
 @click.option("--trust-pickle", is_flag=True,
               help="Torch files (bpnet-lite, enformer-pytorch, borzoi-pytorch, grelu): unpickle "
               "fully; runs code from the file; only for files you trust.")
+@click.option("--cells", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="scBasset: cell names, one a line, in the model's cell order.")
 @_one_line_errors
 def convert(sources, fmt, out, name, params_json, targets, head, window_len, input_len, output_len, use_tf_gamma,
-            trust_pickle):
+            trust_pickle, cells):
     """Convert published weights (SOURCES; several = fold ensemble) into a veff checkpoint."""
     from veff.convert import convert as do_convert
 
     ckpt = do_convert(list(sources), fmt, out, name=name, params=params_json, targets=targets,
                       head=head, window_len=window_len, input_len=input_len,
                       output_len=output_len, use_tf_gamma=use_tf_gamma,
-                      trust_pickle=trust_pickle or None)
+                      trust_pickle=trust_pickle or None, cells=cells)
     click.echo(f"wrote {out} ({ckpt.arch}, sha256 {ckpt.sha256[:12]})")
 
 
@@ -543,6 +546,8 @@ from veff.cli_cluster import register as _register_cluster_commands  # noqa: E40
 _register_cluster_commands(main)
 from veff.cli_interpret import register as _register_interpret_commands  # noqa: E402
 _register_interpret_commands(main)
+from veff.cli_cells import register as _register_cells_commands  # noqa: E402
+_register_cells_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -58,6 +58,8 @@ def stat_is_signed(stat: str, kind: str) -> bool:
         if stat not in STAT_INFO:
             raise ConsensusError(f"unknown profile statistic {stat!r}")
         return STAT_INFO[stat].signed
+    if kind == "cells":  # scBasset: every per-cell statistic is ALT - REF
+        return True
     from veff.scoring.tracks import ScoreSpec
 
     try:

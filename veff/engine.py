@@ -138,6 +138,11 @@ class ModelScorer:
                 )
             self.stats, self.formulas, reduce = _profile_reducer(handle, options, peak_counts)
             self.track_names = [handle.name]
+        elif handle.kind == "cells":  # scBasset: tracks are cells (veff/scoring/cells.py)
+            from veff.scoring import cells
+
+            self.stats, self.formulas, reduce = cells.reducer(handle, options)
+            self.track_names = handle.track_names
         elif handle.kind == "binned":
             self.stats, self.formulas, reduce, self._post, self.track_names = _binned_reducer(
                 handle, options

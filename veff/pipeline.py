@@ -99,6 +99,10 @@ def stats_for(handle: ModelHandle, requested: tuple[str, ...] | None) -> tuple[s
         from veff.scoring.profile import STAT_INFO
 
         return tuple(s for s in requested if s in STAT_INFO)
+    if handle.kind == "cells":
+        from veff.scoring.cells import STATS
+
+        return tuple(s for s in requested if s in STATS)
     from veff.scoring.tracks import ScoreSpec
 
     def is_track_stat(s: str) -> bool:
@@ -148,6 +152,8 @@ def build_scorers(
         options = dataclasses.replace(spec.options, stats=stats)
         if h.kind == "profile":  # shifts and untransform are binned-model options
             options = dataclasses.replace(options, shifts=(0,), untransform=None, centering="veff")
+        if h.kind == "cells":  # untransform is a Borzoi-track option
+            options = dataclasses.replace(options, untransform=None)
         peaks = (peak_counts or {}).get(h.name)
         if peaks is None and spec.peaks is not None and h.kind == "profile":
             # a forward-only pass over peak windows: auto takes the former default of 64

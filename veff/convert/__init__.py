@@ -32,6 +32,8 @@ _READERS = {
     "enformer-pytorch": "veff.convert.enformer_pytorch:read",
     "grelu": "veff.convert.grelu:read",
     "baskerville": "veff.convert.baskerville:read",
+    "scbasset-keras": "veff.convert.scbasset:read_keras",
+    "scbasset-scvi": "veff.convert.scbasset:read_scvi",
 }
 FORMATS = tuple(_READERS)
 

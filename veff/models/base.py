@@ -14,6 +14,7 @@ import jax
 # apply(params, x) with x: (B, L, 4) float one-hot -> outputs.
 #   kind "profile": {"logits": (B, P), "logcounts": (B,)}
 #   kind "binned":  {"tracks": (B, P, T)}
+#   kind "cells":   {"tracks": (B, 1, C)}, one bin over the window, a track per cell (scBasset)
 ApplyFn = Callable[[Any, jax.Array], dict[str, jax.Array]]
 PairFn = Callable[[Any, jax.Array, jax.Array, int], tuple[dict[str, jax.Array], dict[str, jax.Array]]]
 
@@ -22,7 +23,7 @@ PairFn = Callable[[Any, jax.Array, jax.Array, int], tuple[dict[str, jax.Array], 
 class ModelHandle:
     name: str
     arch: str
-    kind: Literal["profile", "binned"]
+    kind: Literal["profile", "binned", "cells"]
     window_len: int
     output_len: int
     tracks: list[dict[str, Any]]
