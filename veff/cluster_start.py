@@ -174,7 +174,7 @@ def _no_worker_error(spec: ClusterSpec, cluster: Any, waited: float) -> ClusterE
     if spec.kind == "local":
         return ClusterError(f"local:{spec.workers}: no worker process started within {waited:.0f} s")
     status = _SUBMIT[spec.kind][1]
-    ids = _job_ids(cluster)
+    ids = sorted(_job_ids(cluster), key=lambda j: (len(j), j))  # submission order is not kept
     shown = ",".join(ids[:8]) + (",…" if len(ids) > 8 else "")
     log = "slurm-JOBID.out where sbatch ran or log_directory=" if spec.kind == "slurm" else "log_directory="
     return ClusterError(
