@@ -109,7 +109,7 @@ def _cases() -> list[Case]:
     add("genome-empty", cmd=["check", "{in}", "--genome", "{g}"], files={"in": vcf(OK3), "g": text("g.fa", "")}, exit=None)
     add("genome-dup-contig", cmd=["check", "{in}", "--genome", "{g}"], files={"in": vcf(OK3), "g": text("g.fa", ">chr1\nACGT\n>chr1\nACGT\n")}, exit=None)
     add("genome-ragged-lines", cmd=["check", "{in}", "--genome", "{g}"], files={"in": vcf(OK3), "g": text("g.fa", ">chr1\nACGTACGT\nACG\nACGTACGT\n")}, exit=None)
-    add("genome-stale-fai", cmd=["check", "{in}", "--genome", "{g}"], files={"in": vcf(OK3), "g": _stale_fai}, exit=None)
+    add("genome-stale-fai", cmd=["check", "{in}", "--genome", "{g}"], files={"in": vcf(OK3), "g": _stale_fai}, exit=0)
     add("genome-gzip-not-bgzf", cmd=["check", "{in}", "--genome", "{g}"], files={"in": vcf(OK3), "g": gz(text("g.fa", ">chr1\n" + "ACGT" * 500 + "\n"))}, exit=None)
     add("genome-directory", cmd=["check", "{in}", "--genome", "{dir}"], files={"in": vcf(OK3)}, exit=None)
     add("wrong-build", **check("".join(row("chr1", p, alt(p), b(p)) for p in range(100, 1900, 7)), exit=None,
@@ -198,7 +198,8 @@ def _cases() -> list[Case]:
     add("report-foreign-dir", cmd=["report", "{foreign}", "--out", "{dir}/r.html"], files={"foreign": _foreign_dir}, exit=None)
     add("report-deleted-chunk", cmd=["report", "{damaged}", "--out", "{dir}/r.html"], files={"damaged": _damaged("score")}, exit=None, err=r"(?i)chunk|missing|damaged")
     add("report-out-is-dir", cmd=["report", "{store}", "--out", "{dir}"], exit=None)
-    add("report-top-0", cmd=["report", "{store}", "--out", "{dir}/r.html", "--top", "0"], exit=None)
+    add("report-top-0", cmd=["report", "{store}", "--out", "{dir}/r.html", "--top", "0"], exit=0)
+    add("report-top-neg", cmd=["report", "{store}", "--out", "{dir}/r.html", "--top", "-1"], exit=2)
 
     # ---------------------------------------------------------------- convert
     add("convert-missing-source", cmd=["convert", "{dir}/nope.h5", "--format", "chrombpnet-h5", "--out", "{dir}/m"], exit=2)
