@@ -54,6 +54,16 @@ def status_cases(s):
         ("chr1", 998, "A", "C", Status.OUT_OF_BOUNDS),  # chr1 is 997 bp
         ("chr1", 996, g(s, 996, 2) + "A", g(s, 996), Status.OUT_OF_BOUNDS),  # REF runs off
         ("chr1", 0, "A", "C", Status.OUT_OF_BOUNDS),
+        ("chr1", 2**31 - 1, "A", "C", Status.OUT_OF_BOUNDS),  # the largest valid POS
+        # POS in ASCII digits, 0..2^31-1, or the row is invalid_pos (and first in precedence)
+        ("chr1", "2147483648", b50, other(b50), Status.INVALID_POS),
+        ("chr1", "99999999999999999999", b50, other(b50), Status.INVALID_POS),
+        ("chr1", "\u00b2", b50, other(b50), Status.INVALID_POS),  # superscript two
+        ("chr1", "\u0665\u0660", b50, other(b50), Status.INVALID_POS),  # Arabic-Indic 50
+        ("chr1", "-5", b50, other(b50), Status.INVALID_POS),
+        ("chr1", "5e1", b50, other(b50), Status.INVALID_POS),
+        ("chr1", "", b50, other(b50), Status.INVALID_POS),
+        ("chr9", "x", "N", ".", Status.INVALID_POS),
         ("chr2", 211, g(s, 211, chrom="chr2"), other(g(s, 211, chrom="chr2")), Status.OK),
         # precedence: the earlier status in docs/variants.md wins
         ("chr9", 50, "A", ".", Status.MISSING_ALT),
@@ -79,7 +89,9 @@ def test_every_status(tmp_path, genome, tiny_seqs):
     assert len(rows) == len(cases)
     for i, ((chrom, pos1, ref, alt, want), v) in enumerate(zip(cases, rows)):
         assert v.status == want, (i, chrom, pos1, ref, alt, v)
-        assert (v.chrom, v.orig_pos1, v.orig_ref, v.orig_alt) == (chrom, pos1, ref, alt)
+        orig_pos1 = pos1 if isinstance(pos1, int) else None
+        assert (v.chrom, v.orig_pos1, v.orig_ref, v.orig_alt) == (chrom, orig_pos1, ref, alt)
+        assert v.pos1 == (0 if want == Status.INVALID_POS else v.pos1)
         assert v.record == i and v.line == i + 3 and v.id == f"v{i}"
     assert {v.status for v in rows} == set(Status)
     ok_lower = rows[-1]
@@ -276,7 +288,8 @@ def test_bgzipped_vcf_and_bcf_give_the_same_rows(tmp_path, genome, tiny_seqs):
 
     cases = status_cases(tiny_seqs)
     rows = [(c, p, f"v{i}", r, a) for i, (c, p, r, a, _) in enumerate(cases)]
-    rows = [r for r in rows if r[0] != "chr1" or r[1] > 0]  # htslib rejects POS 0
+    # htslib rejects POS 0 and cannot hold an unreadable POS
+    rows = [r for r in rows if isinstance(r[1], int) and (r[0] != "chr1" or r[1] > 0)]
     vcf = write_vcf(tmp_path / "a.vcf", rows,
                     VCF_HEADER.replace("#CHROM", "##contig=<ID=chr1,length=997>\n"
                                        "##contig=<ID=chr2,length=211>\n"
@@ -315,6 +328,8 @@ def test_tsv(tmp_path, genome, tiny_seqs):
         f"chr1\t50\t{other(g(s, 50))}\t{g(s, 50)}\n"
         f"chr1\t50\t-\t-\tnothing\n"
         f"chr1\t999\t-\tA\toff_end\n"
+        f"chr1\t402\t{g(s, 402)}\t-\tanchor_R\n"  # genome R at 401: anchored on A
+        f"chr1\t306\t-\tT\tanchor_N\n"  # genome N at 305: no anchor base
     )
     rows = list(read_variants(path, genome))
     assert [(v.pos1, v.ref, v.alt, v.status.value, v.id, v.line) for v in rows] == [
@@ -326,6 +341,8 @@ def test_tsv(tmp_path, genome, tiny_seqs):
         (50, other(g(s, 50)), g(s, 50), "ref_mismatch", ".", 8),
         (50, "-", "-", "missing_alt", "nothing", 9),
         (999, "-", "A", "out_of_bounds", "off_end", 10),
+        (401, "A" + g(s, 402), "A", "ok", "anchor_R", 11),
+        (306, "-", "T", "non_acgt_allele", "anchor_N", 12),
     ]
     assert (rows[1].orig_pos1, rows[1].orig_ref, rows[1].orig_alt) == (41, g(s, 41, 2), "-")
 
@@ -333,9 +350,8 @@ def test_tsv(tmp_path, genome, tiny_seqs):
 @pytest.mark.parametrize(
     "text,match",
     [
-        ("chr1\tabc\t.\tA\tC\t.\t.\t.\n", r"bad\.vcf:3: POS must be a whole number"),
-        ("chr1\t5\t.\tA\n", r"bad\.vcf:3: expected tab-separated CHROM POS ID REF ALT"),
-        ("chr1\t5\t.\tA\tC\t.\t.\t.\n#late header\n", r"bad\.vcf:4: header line after"),
+        ("chr1\t5\t.\tA\n", r"bad\.vcf:3: expected tab-separated CHROM POS ID REF ALT .* — "),
+        ("chr1\t5\t.\tA\tC\t.\t.\t.\n#late header\n", r"bad\.vcf:4: header line after .* — "),
     ],
 )
 def test_malformed_vcf(tmp_path, genome, text, match):
@@ -343,24 +359,6 @@ def test_malformed_vcf(tmp_path, genome, text, match):
     path.write_text(VCF_HEADER + text)
     with pytest.raises(VcfError, match=match):
         list(read_variants(path, genome))
-
-
-def test_unreadable_inputs(tmp_path, genome):
-    with pytest.raises(VcfError, match=r"variant file not found: .*missing\.vcf"):
-        read_variants(tmp_path / "missing.vcf", genome)
-    binary = tmp_path / "junk.vcf"
-    binary.write_bytes(b"##fileformat=VCFv4.2\n" + bytes(range(128, 256)) * 4)
-    with pytest.raises(VcfError, match=r"junk\.vcf:2: cannot read"):
-        list(read_variants(binary, genome))
-    truncated = tmp_path / "cut.vcf.gz"
-    full = gzip.compress((VCF_HEADER + "chr1\t5\t.\tA\tC\t.\t.\t.\n" * 2000).encode())
-    truncated.write_bytes(full[: len(full) // 2])
-    with pytest.raises(VcfError, match=r"cut\.vcf\.gz:\d+: cannot read"):
-        list(read_variants(truncated, genome))
-    bcf = tmp_path / "bad.bcf"
-    bcf.write_bytes(gzip.compress(b"BCF\x02\x02garbage"))
-    with pytest.raises(VcfError, match=r"bad\.bcf"):
-        list(read_variants(bcf, genome))
 
 
 # --------------------------------------------------------------- properties

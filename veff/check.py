@@ -122,7 +122,7 @@ def check_variants(
             and s.snv_mismatch_rate >= build_check.max_mismatch_rate
         )
         return CheckReport(
-            path=str(path),
+            path=reader.name,
             genome_path=str(genome_path),
             input_format=reader.format,
             num_records=s.num_records,

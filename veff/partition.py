@@ -31,6 +31,7 @@ import zarr
 
 from veff.engine import ModelScorer, ScoreOptions
 from veff.io.genome import Genome
+from veff.io.vcf_source import is_stream
 from veff.pipeline import (
     ProgressFn,
     RunSpec,
@@ -132,7 +133,8 @@ def absolute_spec(spec: RunSpec) -> RunSpec:
     models = tuple(absolute(m) if Path(m).expanduser().is_dir() else m for m in spec.models)
     return dataclasses.replace(
         spec,
-        variants=absolute(spec.variants),
+        # '-' and pipes (/dev/stdin) are read once, here: resolving would lose them
+        variants=spec.variants if is_stream(spec.variants) else absolute(spec.variants),
         genome=absolute(spec.genome),
         models=models,
         out=absolute(spec.out),

@@ -29,6 +29,7 @@ class Status(str, enum.Enum):
     NON_ACGT_ALLELE = "non_acgt_allele"
     INDEL_TOO_LONG = "indel_too_long"
     OUT_OF_BOUNDS = "out_of_bounds"
+    INVALID_POS = "invalid_pos"
 
     def __str__(self) -> str:  # so f-strings and the store see "ok", not "Status.OK"
         return self.value

@@ -7,6 +7,7 @@ not grow with the file.
 Text VCF is parsed here rather than through htslib: only the first five columns matter,
 htslib rejects VCFs without a ``#CHROM`` line (baskerville's test VCFs have none), prints its
 own errors to stderr, and cannot say on which line a record sits. BCF goes through cyvcf2.
+``-`` reads standard input; the format is sniffed from the content (veff.io.vcf_source).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from veff.io.genome import ContigAliases, Genome, GenomeError
 from veff.io.vcf_formats import (  # noqa: F401 - VcfError is part of this module's API
     VcfError,
     _Bcf,
-    _detect_format,
     _Record,
     _Tsv,
     _VcfText,
 )
+from veff.io.vcf_source import Source
 from veff.types import Status, Variant
 
 RefMismatchMode = Literal["skip", "error", "flip"]
@@ -89,8 +90,9 @@ def read_variants(
 ) -> VariantReader:
     """Open a variant file and return an iterator of ``Variant`` rows (one per ALT allele).
 
-    Opening errors raise at once (VcfError / GenomeError); record-level problems become
-    statuses. ``fmt`` forces "vcf" (VCF, VCF.gz or BCF) or "tsv"; None detects it.
+    ``path`` may be ``-`` (standard input) or a pipe. Opening errors raise at once (VcfError
+    / GenomeError); record-level problems become statuses. ``fmt`` forces "vcf" (VCF, VCF.gz
+    or BCF) or "tsv"; None sniffs it from the content.
     """
     if ref_mismatch not in ("skip", "error", "flip"):
         raise ValueError(f"ref_mismatch must be 'skip', 'error' or 'flip', not {ref_mismatch!r}")
@@ -119,10 +121,16 @@ class VariantReader:
         self.max_indel_len = max_indel_len
         self.build_check = build_check
         self.stats = ReaderStats()
-        self.format = _detect_format(path, fmt)
+        self._input = Source(path, fmt)
+        self.name = self._input.name  # what messages call the file ('<stdin>' for '-')
+        self.format = self._input.format
         opener = {"vcf": _VcfText, "bcf": _Bcf, "tsv": _Tsv}[self.format]
-        self._source = opener(path)
-        self.aliases: ContigAliases = genome.alias_map(self._source.contigs)
+        try:
+            self._source = opener(self._input.path, self.name)
+            self.aliases: ContigAliases = genome.alias_map(self._source.contigs)
+        except BaseException:
+            self._input.close()
+            raise
         self._rows = self._generate()
 
     def __iter__(self) -> Iterator[Variant]:
@@ -134,6 +142,7 @@ class VariantReader:
     def close(self) -> None:
         self._rows.close()
         self._source.close()
+        self._input.close()
 
     def _generate(self) -> Iterator[Variant]:
         try:
@@ -146,6 +155,7 @@ class VariantReader:
             self._check_build(final=True)
         finally:
             self._source.close()
+            self._input.close()
 
     # --------------------------------------------------------------- one row
     def _row(self, rec: _Record, alt_in: str) -> Variant:
@@ -160,13 +170,15 @@ class VariantReader:
         fasta = self.aliases.resolve(rec.chrom)
 
         def rejected(status: Status) -> Variant:
-            return Variant(pos1=rec.pos1, ref=ref, alt=alt, status=status, fasta_chrom=fasta,
-                           **common)  # fmt: skip
+            return Variant(pos1=rec.pos1 or 0, ref=ref, alt=alt, status=status,
+                           fasta_chrom=fasta, **common)  # fmt: skip
 
+        if rec.pos1 is None:
+            return rejected(Status.INVALID_POS)
         empty = rec.empty_allele
         r = "" if ref == empty else ref
         a = "" if alt == empty else alt
-        status = _allele_status(r, a, self.max_indel_len)
+        status = _allele_status(r, a, self.max_indel_len, empty_ok=empty is not None)
         if status is not None:
             return rejected(status)
         if fasta is None:
@@ -176,11 +188,15 @@ class VariantReader:
         if not r or not a:  # TSV empty allele: anchor it on a genome base, VCF style
             if pos1 < 1 or pos1 - 1 + len(r) > length or (pos1 == 1 and len(r) == length):
                 return rejected(Status.OUT_OF_BOUNDS)
+            at0 = pos1 - 2 if pos1 >= 2 else len(r)  # at base 1: the base after (VCF rule)
+            # an IUPAC anchor is written as the first base it allows (as VCF does); an N
+            # anchor (assembly gap) leaves no base to write
+            anchor = _IUPAC.get(self.genome.bases(fasta, at0, at0 + 1), "")[:1]
+            if not anchor:
+                return rejected(Status.NON_ACGT_ALLELE)
             if pos1 >= 2:
-                anchor = self.genome.bases(fasta, pos1 - 2, pos1 - 1)
                 pos1, r, a = pos1 - 1, anchor + r, anchor + a
-            else:  # nothing to the left of base 1: anchor on the base after (VCF rule)
-                anchor = self.genome.bases(fasta, len(r), len(r) + 1)
+            else:
                 r, a = r + anchor, a + anchor
         if pos1 < 1 or pos1 - 1 + len(r) > length:
             return rejected(Status.OUT_OF_BOUNDS)
@@ -194,7 +210,8 @@ class VariantReader:
             elif self.ref_mismatch == "error":
                 raise VcfError(
                     f"{self._where(rec)}: REF {ref} at {rec.chrom}:{rec.pos1} does not match the "
-                    f"genome ({genome_ref} in {self.genome.path}); ref_mismatch mode is 'error'"
+                    f"genome ({genome_ref} in {self.genome.path}); ref_mismatch mode is "
+                    "'error' — use the matching FASTA, or --ref-mismatch skip or flip"
                 )
             else:
                 if snv:
@@ -228,7 +245,7 @@ class VariantReader:
         if s.snv_mismatch_rate >= bc.max_mismatch_rate:
             scope = "in the whole file" if final else "among the first SNVs"
             raise BuildMismatchError(
-                f"{self.path}: {s.num_snv_mismatch:,} of {s.num_snv_checked:,} checked SNV REF "
+                f"{self.name}: {s.num_snv_mismatch:,} of {s.num_snv_checked:,} checked SNV REF "
                 f"alleles ({100 * s.snv_mismatch_rate:.1f}%) {scope} differ from the genome "
                 f"{self.genome.path}; the variants are probably on another genome build (e.g. "
                 "hg19 vs hg38) or this is the wrong FASTA. Use the matching FASTA or lift the "
@@ -236,7 +253,7 @@ class VariantReader:
             )
 
     def _where(self, rec: _Record) -> str:
-        return f"{self.path}:{rec.line}" if rec.line else f"{self.path} (record {rec.record + 1})"
+        return f"{self.name}:{rec.line}" if rec.line else f"{self.name} (record {rec.record + 1})"
 
 
 # ------------------------------------------------------------------- alleles
@@ -250,13 +267,14 @@ def _is_symbolic(allele: str) -> bool:
     )
 
 
-def _allele_status(ref: str, alt: str, max_indel_len: int) -> Status | None:
-    """Genome-free checks, in precedence order (docs/variants.md). ``''`` is a TSV empty allele."""
-    if alt == "." or (not alt and not ref):
+def _allele_status(ref: str, alt: str, max_indel_len: int, *, empty_ok: bool) -> Status | None:
+    """Genome-free checks, in precedence order (docs/variants.md). ``''`` is a TSV empty
+    allele when ``empty_ok``; in a VCF it is an empty field (ALT: missing; REF: not ACGT)."""
+    if alt == "." or (not alt and (not ref or not empty_ok)):
         return Status.MISSING_ALT
     if _is_symbolic(alt) or _is_symbolic(ref):
         return Status.SYMBOLIC_ALLELE
-    if not set(ref) <= _ACGT or not set(alt) <= _ACGT:
+    if not set(ref) <= _ACGT or not set(alt) <= _ACGT or (not ref and not empty_ok):
         return Status.NON_ACGT_ALLELE
     # Indels only: equal-length substitutions keep the window layout whatever their length.
     if len(ref) != len(alt) and max(_trimmed_lengths(ref, alt)) > max_indel_len:
