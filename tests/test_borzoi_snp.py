@@ -29,8 +29,9 @@ def scored(tmp_path_factory):
                    "--targets", str(BASKERVILLE / "tiny_hg38_targets.txt"), "--out", str(d / "mb")])
     assert r.exit_code == 0, r.output
     out = {}
-    for name, extra in (("eqtl", []), ("flip", ["--ref-mismatch", "flip"])):
-        vcf = BASKERVILLE / ("snp_eqtl.vcf" if name == "eqtl" else "snp_eqtl_flip.vcf")
+    for name, extra in (("eqtl", []), ("flip", ["--ref-mismatch", "flip"]),
+                        ("keep", ["--keep-strands"])):
+        vcf = BASKERVILLE / ("snp_eqtl_flip.vcf" if name == "flip" else "snp_eqtl.vcf")
         r = run(main, ["score", str(vcf), "--genome", str(BASKERVILLE / "hg38_1m.fa.gz"),
                        "--model", str(d / "mb"), "--out", str(d / f"{name}.zarr"), "--quiet",
                        "--batch-size", "8", "--stats", ",".join(STATS), *extra])
@@ -41,11 +42,12 @@ def scored(tmp_path_factory):
 
 def test_every_statistic_has_shape_8_by_tracks_and_varies(scored):
     s = scored["eqtl"]
-    assert s.sizes["track"] == 74
-    assert list(s["track_strand_pair"].values[:2]) == [1, 0]
+    # hound_snp's layout: the 74 tracks' strand pairs summed into 47 (baskerville test_snp.py)
+    assert s.sizes["track"] == 47 and s.attrs["strands_merged"]
+    assert list(s["track"].values[:2]) == ["CNhs10752+", "CNhs10853+"]
     for stat in STATS:
         v = s[stat].values
-        assert v.shape == (8, 74), stat
+        assert v.shape == (8, 47), stat
         assert np.isfinite(v).all(), stat
         assert (v.std(axis=0) > 0).any(), stat
 
@@ -59,3 +61,18 @@ def test_flipped_file_negates_signed_and_keeps_unsigned(scored):
             np.testing.assert_allclose(y, -x, atol=1e-5 * scale, err_msg=stat)
         elif stat != "JS":  # baskerville's JS takes its pseudo-count from REF: not swap-symmetric
             np.testing.assert_allclose(y, x, atol=1e-5 * scale, err_msg=stat)
+
+
+def test_keep_strands_gives_74_tracks_and_the_merge_is_each_stats_own(scored):
+    a, k = scored["eqtl"], scored["keep"]
+    assert k.sizes["track"] == 74 and not k.attrs["strands_merged"]
+    pair = k["track_strand_pair"].values
+    assert list(pair[:2]) == [1, 0]
+    first = [t for t in range(74) if pair[t] >= t]
+    second = [pair[t] if pair[t] != t else None for t in first]
+    for stat in STATS:
+        x = k[stat].values
+        b = np.stack([x[:, p] if p is not None else np.zeros(8, np.float32) for p in second], 1)
+        l2 = stat in ("D2", "logD2")
+        want = np.sqrt(x[:, first] ** 2 + b ** 2) if l2 else x[:, first] + b
+        np.testing.assert_allclose(a[stat].values, want, rtol=1e-6, atol=1e-6, err_msg=stat)

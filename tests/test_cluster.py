@@ -12,15 +12,13 @@ import signal
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 import zarr
 
+from helpers_cluster import make_world
 from helpers_store import assert_same_store
-from veff.checkpoint import save_checkpoint
 from veff.engine import ScoreOptions
-from veff.models import bpnet
 from veff.pipeline import RunSpec, run
 
 distributed = pytest.importorskip("distributed")
@@ -33,35 +31,8 @@ from veff.cluster import (  # noqa: E402 - after the skip
     run_on_cluster,
 )
 
-CFG = bpnet.BPNetConfig(filters=7, n_layers=3, input_len=257, output_len=131)
 CHUNK = 128
 NUM = 2000
-
-
-def make_world(d, num: int, seed: int = 13):
-    """A random genome, a VCF of `num` rows (SNVs plus a few REF mismatches and an unknown
-    contig, so some rows are not ok) and a tiny BPNet checkpoint."""
-    rng = np.random.default_rng(seed)
-    seqs = {"chr1": "".join(rng.choice(list("ACGT"), 20011)), "chr2": "".join(rng.choice(list("ACGT"), 5003))}
-    with open(d / "g.fa", "w") as fh:
-        for name, s in seqs.items():
-            fh.write(f">{name}\n" + "\n".join(s[i : i + 70] for i in range(0, len(s), 70)) + "\n")
-    rows = []
-    for i in range(num - 1):
-        c = "chr1" if i % 5 else "chr2"
-        pos = int(rng.integers(1, len(seqs[c]) + 1))
-        ref = seqs[c][pos - 1]
-        if i % 301 == 7:  # REF that the genome does not have
-            ref = "A" if ref != "A" else "C"
-        rows.append((c, pos, ref, "ACGT"[("ACGT".index(seqs[c][pos - 1]) + 1 + i % 3) % 4]))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    rows.append(("chrUn", 5, "A", "G"))
-    with open(d / "v.vcf", "w") as fh:
-        fh.write("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
-        for j, (c, p, r, a) in enumerate(rows):
-            fh.write(f"{c}\t{p}\tv{j}\t{r}\t{a}\t.\t.\t.\n")
-    save_checkpoint(d / "tiny", arch="bpnet", config=CFG.to_dict(), params=bpnet.init(CFG, jax.random.key(5)),
-                    metadata={"name": "tiny"})
 
 
 @pytest.fixture(scope="module")

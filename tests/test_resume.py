@@ -140,8 +140,29 @@ def test_unreadable_input_leaves_no_store_and_resume_restarts_a_half_made_one(wo
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "notanumber" in r.stderr
     assert not out.exists()
-    # a run killed while streaming the input leaves a Zarr group without veff's attrs
-    zarr.open_group(str(out), mode="w").create_group("variants")
+    # a run killed while streaming the input leaves veff's own unfinished store: restarted
+    kill_while_creating(out, after_rows=40)
+    assert not zarr.open_group(str(out), mode="r").attrs.get("ready", False)
     r = subprocess.run(_cmd(world, out, "--resume"), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert zarr.open_group(str(out), mode="r").attrs["complete"]
+
+
+def kill_while_creating(out, *, after_rows=None) -> None:
+    """A process killed (SIGKILL) while creating a store: while streaming the input
+    (``after_rows`` rows in), or once the variant table is written but before the models."""
+    code = (
+        "import os, signal, sys\n"
+        "from veff.store import Store\nfrom veff.types import Variant\n"
+        "n = int(sys.argv[2])\n"
+        "def rows():\n"
+        "    for i in range(max(n, 50)):\n"
+        "        if i == n: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        yield Variant(chrom='chr1', pos1=100 + i, ref='A', alt='G', id=f'v{i}')\n"
+        "Store.create(sys.argv[1], rows(), chunk_size=4, run_config={})\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(out), str(after_rows if after_rows is not None else -1)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (out / "zarr.json").is_file()

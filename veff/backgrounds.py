@@ -183,7 +183,8 @@ def compute_background(
     parts: dict[str, list[np.ndarray]] = {s: [] for s in scorer.stats}
     for start in range(0, len(variants), _SCORE_CHUNK):
         block = variants[start : start + _SCORE_CHUNK]
-        for stat, values in scorer.score(build_windows(genome, block, handle.window_len)).items():
+        for stat, values in scorer.score(build_windows(
+            genome, block, handle.window_len, centre_offset=scorer.options.centre_offset)).items():
             parts[stat].append(values)
     return Background(
         model=handle.name,

@@ -26,6 +26,9 @@ def _message(exc: BaseException) -> str:
         extra = _EXTRAS.get(root)
         hint = f"pip install 'veff[{extra}]'" if extra else f"pip install {root}"
         return f"this needs the optional package {root}; install it with {hint}"
+    lines = getattr(exc, "lines", None)  # several independent problems: one line each
+    if lines:
+        return "\nveff: error: ".join(lines)
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -135,6 +138,11 @@ _RUN_OPTIONS = [
     click.option("--overwrite", is_flag=True, help="Replace an existing store."),
     _REF_MISMATCH,
     _MAX_INDEL,
+    # window layout and track/indel handling of binned models (docs/scores_tracks.md)
+    click.option("--centering", type=click.Choice(["veff", "baskerville"]), default="veff", show_default=True,
+                 help="REF's first base at L//2 (veff) or L//2-1 (baskerville hound_snp, gReLU)."),
+    click.option("--keep-strands", is_flag=True, help="Binned models: keep both strands of strand-paired tracks (default: sum them, as hound_snp)."),
+    click.option("--no-indel-align", is_flag=True, help="Binned models: compare indel bins unaligned (default: stitch ALT at the variant)."),
 ]
 
 
@@ -148,9 +156,10 @@ def run_options(fn):
 def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats, precision,
                       center_bp, chunk_size, shifts, untransform, peaks, null_shuffles,
                       null_variants, seed, devices, groups, background_n, no_consensus,
-                      overwrite, ref_mismatch, max_indel_len, resume=False):
+                      overwrite, ref_mismatch, max_indel_len, centering="veff",
+                      keep_strands=False, no_indel_align=False, resume=False):
     from veff.engine import ScoreOptions
-    from veff.pipeline import RunSpec, default_chunk_size
+    from veff.pipeline import RunSpec
 
     options = ScoreOptions(
         stats=tuple(s.strip() for s in stats.split(",") if s.strip()) if stats else None,
@@ -161,6 +170,9 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
         devices=devices,
         shifts=_int_list(shifts, "--shifts"),
         untransform=untransform,
+        centering=centering,
+        keep_strands=keep_strands,
+        indel_align=not no_indel_align,
     )
     return RunSpec(
         variants=variants,
@@ -168,7 +180,7 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
         models=tuple(models),
         out=out,
         options=options,
-        chunk_size=chunk_size or default_chunk_size(batch_size),
+        chunk_size=chunk_size,  # None: default_chunk_size(batch_size), or the resumed store's
         resume=resume,
         overwrite=overwrite,
         ref_mismatch=ref_mismatch,
@@ -415,6 +427,8 @@ def predict(regions, model, genome, out, no_rc, with_bias, batch_size):
 from veff.cli_cluster import register as _register_cluster_commands  # noqa: E402
 
 _register_cluster_commands(main)
+from veff.cli_interpret import register as _register_interpret_commands  # noqa: E402
+_register_interpret_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

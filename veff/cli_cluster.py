@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from veff.cluster_start import DEFAULT_WORKER_TIMEOUT
+
 if TYPE_CHECKING:  # the CLI imports this module at start-up: keep jax out of it
     from veff.pipeline import ProgressFn, RunResult, RunSpec
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:  # the CLI imports this module at start-up: keep jax out of it
 def _check_cluster_spec(ctx, param, value):
     if value is None:
         return None
-    from veff.cluster import parse_cluster_spec
+    from veff.cluster_start import parse_cluster_spec  # no dask, no jax
 
     try:
         return parse_cluster_spec(value)
@@ -28,7 +30,14 @@ def _check_cluster_spec(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
-cluster_option = click.option(
+def _keep_worker_timeout(ctx, param, value):
+    # not a parameter of the command: the cluster run reads it from the context
+    ctx.meta[_TIMEOUT_KEY] = value
+    return value
+
+
+_TIMEOUT_KEY = "veff.worker_timeout"
+_cluster = click.option(
     "--cluster",
     default=None,
     metavar="SPEC",
@@ -37,6 +46,25 @@ cluster_option = click.option(
     "(an existing scheduler) or slurm:JOBS[,key=value…] (dask-jobqueue; also pbs:, lsf:). "
     "Needs veff[cluster].",
 )
+_worker_timeout = click.option(
+    "--worker-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_WORKER_TIMEOUT,
+    show_default=True,
+    envvar="VEFF_WORKER_TIMEOUT",
+    expose_value=False,
+    callback=_keep_worker_timeout,
+    metavar="SECONDS",
+    help="With --cluster: give up, cancelling the jobs, when no worker has joined after this "
+    "long (batch jobs may queue), or when all workers are gone this long while scoring "
+    "[env VEFF_WORKER_TIMEOUT].",
+)
+
+
+def cluster_option(fn):
+    """``--cluster SPEC`` (the command's ``cluster`` parameter) and ``--worker-timeout``
+    (kept in the click context for :func:`run_on_cluster`)."""
+    return _cluster(_worker_timeout(fn))
 
 
 def run_on_cluster(spec: RunSpec, cluster_spec, progress: ProgressFn | None = None,
@@ -44,7 +72,9 @@ def run_on_cluster(spec: RunSpec, cluster_spec, progress: ProgressFn | None = No
     """What ``veff score --cluster SPEC`` calls (imports dask only now)."""
     from veff.cluster import run_on_cluster as _run
 
-    return _run(spec, cluster_spec, progress, stop=stop)
+    ctx = click.get_current_context(silent=True)
+    timeout = ctx.meta.get(_TIMEOUT_KEY) if ctx is not None else None
+    return _run(spec, cluster_spec, progress, stop=stop, worker_timeout=timeout)
 
 
 def register(group: click.Group) -> None:

@@ -18,15 +18,24 @@ Dask is an optional dependency (``veff[cluster]``), imported only here and only 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 
+from veff.cluster_start import (  # noqa: F401 - the cluster API lives in veff.cluster
+    DEFAULT_WORKER_TIMEOUT,
+    ClusterError,
+    ClusterSpec,
+    StoppedWaiting,
+    _require_distributed,
+    jobqueue_cluster,
+    open_client,
+    parse_cluster_spec,
+    wait_for_workers,
+)
 from veff.engine import ModelScorer
 from veff.io.genome import Genome
 from veff.partition import absolute_spec, open_unlocked
@@ -43,123 +52,6 @@ from veff.pipeline import (
 )
 from veff.signals import Interrupted, StopRequest
 from veff.store import Store
-
-_JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster"}
-# jobqueue keyword arguments that take a list: give items separated by ';'
-_LIST_KEYS = {"job_extra_directives", "job_directives_skip", "worker_extra_args", "job_script_prologue"}
-
-
-class ClusterError(Exception):
-    """A cluster that cannot be started or reached, or chunks that failed on it."""
-
-
-# ---------------------------------------------------------------------------- the spec
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ClusterSpec:
-    """``local:N`` | ``dask://HOST:PORT`` | ``slurm:JOBS[,key=value…]`` (also ``pbs:``, ``lsf:``)."""
-
-    kind: str  # local, dask, slurm, pbs, lsf
-    workers: int = 0  # local: worker processes; slurm/pbs/lsf: batch jobs
-    address: str | None = None  # dask: the scheduler
-    options: tuple[tuple[str, Any], ...] = ()  # slurm/pbs/lsf: dask-jobqueue keyword arguments
-
-    def __post_init__(self):
-        if self.kind not in ("local", "dask", *_JOBQUEUE):
-            raise ValueError(f"unknown cluster kind {self.kind!r}")
-        if self.kind != "dask" and self.workers < 1:
-            raise ValueError(f"{self.kind}: need at least one worker, got {self.workers}")
-
-
-def parse_cluster_spec(text: str) -> ClusterSpec:
-    text = text.strip()
-    usage = "--cluster takes local:N, dask://HOST:PORT or slurm:JOBS[,key=value…] (also pbs:, lsf:)"
-    for scheme in ("dask://", "tcp://", "tls://"):
-        if text.startswith(scheme):
-            rest = text[len(scheme) :]
-            if ":" not in rest or not rest.rsplit(":", 1)[1].isdigit():
-                raise ValueError(f"{text!r}: the scheduler address needs HOST:PORT; {usage}")
-            proto = "tls://" if scheme == "tls://" else "tcp://"
-            return ClusterSpec(kind="dask", address=proto + rest)
-    kind, _, rest = text.partition(":")
-    if kind not in ("local", *_JOBQUEUE) or not rest:
-        raise ValueError(f"{text!r}: {usage}")
-    count, *pairs = rest.split(",")
-    if not count.isdigit() or int(count) < 1:
-        raise ValueError(f"{text!r}: {kind}: needs a whole number ≥ 1 before any options; {usage}")
-    if kind == "local" and pairs:
-        raise ValueError(f"{text!r}: local:N takes no options")
-    options = []
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise ValueError(f"{text!r}: {pair!r} is not key=value")
-        options.append((key.strip(), _option_value(key.strip(), value.strip())))
-    return ClusterSpec(kind=kind, workers=int(count), options=tuple(options))
-
-
-def _option_value(key: str, value: str) -> Any:
-    if key in _LIST_KEYS:
-        return tuple(v for v in value.split(";") if v)
-    if value.isdigit():
-        return int(value)
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return value
-
-
-# ---------------------------------------------------------------------------- clients
-def _require_distributed():
-    try:
-        import distributed
-    except ImportError:
-        raise ClusterError(
-            "--cluster needs dask: pip install 'veff[cluster]' (dask[distributed], dask-jobqueue)"
-        ) from None
-    return distributed
-
-
-def jobqueue_cluster(spec: ClusterSpec):
-    """A dask-jobqueue cluster (no jobs submitted yet). One worker process per job with
-    one task at a time: that worker's JAX uses every GPU of the job; ask the batch system
-    for CPUs with ``job_cpu=N`` (window building) and for GPUs with
-    ``job_extra_directives=--gres=gpu:K``."""
-    try:
-        import dask_jobqueue
-    except ImportError:
-        raise ClusterError(
-            f"--cluster {spec.kind}: needs dask-jobqueue: pip install 'veff[cluster]'"
-        ) from None
-    kwargs = {"cores": 1, "processes": 1, **{k: list(v) if k in _LIST_KEYS else v for k, v in spec.options}}
-    try:
-        return getattr(dask_jobqueue, _JOBQUEUE[spec.kind])(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ClusterError(f"--cluster {spec.kind}: {e}") from None
-
-
-@contextlib.contextmanager
-def open_client(spec: ClusterSpec) -> Iterator[Any]:
-    """A ``distributed.Client`` on the cluster ``spec`` describes, shut down on exit (an
-    existing scheduler, ``dask://``, is left running)."""
-    distributed = _require_distributed()
-    with contextlib.ExitStack() as stack:
-        if spec.kind == "dask":
-            try:
-                client = distributed.Client(spec.address, timeout="30s")
-            except OSError as e:
-                raise ClusterError(f"cannot reach the Dask scheduler at {spec.address}: {e}") from None
-            stack.callback(client.close)
-        else:
-            if spec.kind == "local":
-                cluster = distributed.LocalCluster(
-                    n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None
-                )
-            else:
-                cluster = jobqueue_cluster(spec)
-                cluster.scale(jobs=spec.workers)
-            stack.callback(cluster.close)
-            client = distributed.Client(cluster)
-            stack.callback(client.close)
-        yield client
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -249,15 +141,19 @@ def score_on_client(
     *,
     retries: int = 2,
     stop: StopRequest | None = None,
+    worker_timeout: float | None = None,
+    poll: float = 0.25,
 ) -> list[ChunkFailure]:
     """Run one task per chunk on ``client``; wait for all of them; return the failures.
 
-    ``stop`` (veff.signals): once set, at the next completion the tasks that no worker has
-    taken yet are cancelled, the ones workers hold are waited for, and
+    ``stop`` (veff.signals): once set (checked every ``poll`` seconds), the tasks that no
+    worker has taken yet are cancelled, the ones workers hold are waited for, and
     :class:`~veff.signals.Interrupted` is raised. A task that starts between the two steps
     may still write its chunk after that (Dask cannot stop a running task); each chunk is
-    whole or absent either way, so ``--resume`` stays exact."""
+    whole or absent either way, so ``--resume`` stays exact. With no worker left for
+    ``worker_timeout`` seconds (batch jobs ended) it raises :class:`ClusterError`."""
     distributed = _require_distributed()
+    timeout = DEFAULT_WORKER_TIMEOUT if worker_timeout is None else worker_timeout
     job = uuid.uuid4().hex[:8]  # a long-lived scheduler must not mistake a rerun for cached results
     futures = {
         client.submit(
@@ -269,23 +165,47 @@ def score_on_client(
     failures = []
     finished = 0
     stopping = False
-    for fut in distributed.as_completed(list(futures)):
-        chunk = futures[fut]
-        if fut.status == "cancelled" and stopping:
+    seen_worker = time.monotonic()
+
+    def cancel_unheld():
+        held = {key for keys in client.processing().values() for key in keys}
+        client.cancel([f for f in futures if not f.done() and f.key not in held])
+
+    pending = distributed.as_completed(list(futures))
+    while not pending.is_empty():
+        batch = pending.next_batch(block=False)
+        if not batch:
+            if stop is not None and stop.is_set() and not stopping:
+                stopping = True
+                cancel_unheld()
+            elif client.nthreads():
+                seen_worker = time.monotonic()
+            elif time.monotonic() - seen_worker >= timeout:
+                client.cancel([f for f in futures if not f.done()])
+                raise ClusterError(
+                    f"no Dask worker left for {timeout:.0f} s with {len(futures) - finished} of "
+                    f"{len(futures)} chunk(s) to score (the workers' jobs ended or were killed: "
+                    "see their logs); every finished chunk is saved: run the same command with "
+                    "--resume to finish"
+                )
+            time.sleep(poll)
             continue
-        finished += 1
-        if fut.status == "finished":
-            rows = fut.result()
-            if progress is not None and rows:
-                progress(rows, store.num_variants)
-        else:
-            error = fut.exception() if fut.status == "error" else ClusterError(f"task {fut.status}")
-            failures.append(ChunkFailure(chunk, *store.chunk_range(chunk), error))
-        fut.release()
+        for fut in batch:
+            chunk = futures[fut]
+            if fut.status == "cancelled" and stopping:
+                continue
+            finished += 1
+            if fut.status == "finished":
+                rows = fut.result()
+                if progress is not None and rows:
+                    progress(rows, store.num_variants)
+            else:
+                error = fut.exception() if fut.status == "error" else ClusterError(f"task {fut.status}")
+                failures.append(ChunkFailure(chunk, *store.chunk_range(chunk), error))
+            fut.release()
         if stop is not None and stop.is_set() and not stopping:
             stopping = True
-            held = {key for keys in client.processing().values() for key in keys}
-            client.cancel([f for f in futures if not f.done() and f.key not in held])
+            cancel_unheld()
     if stopping and finished < len(futures):
         raise Interrupted(stop.signum, finished, len(futures))
     return sorted(failures, key=lambda f: f.chunk)
@@ -293,7 +213,7 @@ def score_on_client(
 
 def run_on_cluster(
     spec: RunSpec, cluster_spec: str | ClusterSpec, progress: ProgressFn | None = None, *,
-    retries: int = 2, stop: StopRequest | None = None,
+    retries: int = 2, stop: StopRequest | None = None, worker_timeout: float | None = None,
 ) -> RunResult:
     """``veff.pipeline.run`` with the chunks scored on a Dask cluster. The store is the same,
     array for array, bit for bit."""
@@ -309,9 +229,9 @@ def run_on_cluster(
         todo = store.pending_chunks()
         if todo:
             config = TaskConfig(spec=spec, shas=tuple(h.sha256 for h in handles))
-            with open_client(cspec) as client:
-                failures = score_on_client(client, store, config, todo, progress,
-                                           retries=retries, stop=stop)
+            with open_client(cspec, worker_timeout=worker_timeout, stop=stop) as client:
+                failures = score_on_client(client, store, config, todo, progress, retries=retries,
+                                           stop=stop, worker_timeout=worker_timeout)
             if failures:
                 shown = "; ".join(f.describe(store) for f in failures[:5])
                 more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""

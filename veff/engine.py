@@ -35,6 +35,9 @@ class ScoreOptions:
     devices: int | None = None  # use the first N local devices (None: all)
     shifts: tuple[int, ...] = (0,)  # binned models: shift ensemble in bp (content moves right)
     untransform: str | None = None  # binned models: None, "new" or "legacy" (baskerville)
+    centering: str = "veff"  # "veff": REF's first base at L//2; "baskerville": at L//2 - 1
+    keep_strands: bool = False  # binned models: keep both strands of a strand pair
+    indel_align: bool = True  # binned models: stitch ALT at the variant for indels
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -45,6 +48,13 @@ class ScoreOptions:
             raise ValueError(f"shifts must be distinct and non-empty, got {self.shifts}")
         if self.untransform not in (None, "new", "legacy"):
             raise ValueError(f"untransform must be new or legacy, got {self.untransform!r}")
+        if self.centering not in ("veff", "baskerville"):
+            raise ValueError(f"centering must be veff or baskerville, got {self.centering!r}")
+
+    @property
+    def centre_offset(self) -> int:
+        """Input index of REF's first base minus ``L // 2``: 0 (veff) or -1 (baskerville)."""
+        return -1 if self.centering == "baskerville" else 0
 
 
 def one_hot_device(tokens: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -81,9 +91,9 @@ def _compute_dtype_params(params, dtype):
     return jax.tree_util.tree_map_with_path(cast, params)
 
 
-def _forward_alleles(handle: ModelHandle, params, ref_tok, alt_tok, rc: bool, dtype):
-    """Run the model once on the stacked [ref, alt, (rc ref, rc alt)] batch."""
-    toks = jnp.concatenate([ref_tok, alt_tok], axis=0)
+def _forward_alleles(handle: ModelHandle, params, ref_tok, alt_tok, rc: bool, dtype, *extra):
+    """Run the model once on the stacked [ref, alt, *extra, (their reverse complements)] batch."""
+    toks = jnp.concatenate([ref_tok, alt_tok, *extra], axis=0)
     if rc:
         toks = jnp.concatenate([toks, reverse_complement_device(toks)], axis=0)
     x = one_hot_device(toks, dtype)
@@ -111,6 +121,7 @@ class ModelScorer:
     ):
         self.handle = handle
         self.options = options
+        self._post = None  # binned models: strand merge after the shift and fold means
         if handle.kind == "profile":
             if options.shifts != (0,):
                 raise ScoringError(
@@ -120,8 +131,9 @@ class ModelScorer:
             self.stats, self.formulas, reduce = _profile_reducer(handle, options, peak_counts)
             self.track_names = [handle.name]
         elif handle.kind == "binned":
-            self.stats, self.formulas, reduce = _binned_reducer(handle, options)
-            self.track_names = handle.track_names
+            self.stats, self.formulas, reduce, self._post, self.track_names = _binned_reducer(
+                handle, options
+            )
         else:  # pragma: no cover - ModelHandle.kind is a Literal
             raise ScoringError(f"unknown model kind {handle.kind!r}")
         self.mesh = sharding.make_mesh(options.devices)
@@ -137,17 +149,24 @@ class ModelScorer:
     def _make_step(self, reduce: Callable, *, pair: bool) -> Callable:
         handle, rc, shifts = self.handle, self.options.rc, self.options.shifts
         dtype = jnp.bfloat16 if self.options.precision == "bf16" else jnp.float32
-        L = handle.window_len
+        L, off = handle.window_len, self.options.centre_offset
+        align = handle.kind == "binned" and self.options.indel_align
 
-        def full(params, ref_tok, alt_tok, shift):
+        def full(params, ref_tok, alt_tok, shift, ref_len, alt_len):
             ref_tok, alt_tok = shift_device(ref_tok, shift), shift_device(alt_tok, shift)
+            if align:  # + ALT moved back by its length difference: right flanks coincide
+                from veff.scoring.indel_align import shift_rows
+
+                comp = shift_rows(alt_tok, ref_len - alt_len)
+                out = _forward_alleles(handle, params, ref_tok, alt_tok, rc, dtype, comp)
+                return _split(out, 6 if rc else 3, ref_tok.shape[0])
             out = _forward_alleles(handle, params, ref_tok, alt_tok, rc, dtype)
             return _split(out, 4 if rc else 2, ref_tok.shape[0])
 
-        def incremental(params, ref_tok, alt_tok, shift):
+        def incremental(params, ref_tok, alt_tok, shift, ref_len, alt_len):
             # REF in full, ALT only where the substituted base reaches (exact)
             ref_tok, alt_tok = shift_device(ref_tok, shift), shift_device(alt_tok, shift)
-            center = L // 2 + shift
+            center = L // 2 + off + shift
             parts = list(handle.apply_pair(
                 params, one_hot_device(ref_tok, dtype), one_hot_device(alt_tok, dtype), center
             ))
@@ -165,7 +184,7 @@ class ModelScorer:
         def one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len):
             params = _compute_dtype_params(params, dtype)
             per_shift = [
-                reduce(forward(params, ref_tok, alt_tok, s), ref_len, alt_len, s, peaks)
+                reduce(forward(params, ref_tok, alt_tok, s, ref_len, alt_len), ref_len, alt_len, s, peaks)
                 for s in shifts
             ]
             if len(per_shift) == 1:
@@ -173,15 +192,17 @@ class ModelScorer:
             # baskerville's order: statistics per shift, then their mean
             return jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *per_shift)
 
+        post = self._post or (lambda scores: scores)
+
         def step(params, peaks, ref_tok, alt_tok, ref_len, alt_len):
             if handle.num_folds == 1:
-                return one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len)
+                return post(one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len))
             peak_axis = None if peaks is None else 0
             per_fold = jax.vmap(one_fold, in_axes=(0, peak_axis, None, None, None, None))(
                 params, peaks, ref_tok, alt_tok, ref_len, alt_len
             )
             # fold ensemble: the mean of per-fold scores (variant-scorer's summary)
-            return jax.tree.map(lambda a: a.mean(axis=0), per_fold)
+            return post(jax.tree.map(lambda a: a.mean(axis=0), per_fold))
 
         return step
 
@@ -272,9 +293,11 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
     from veff.scoring import tracks
 
     specs = tracks.default_specs(options.stats, center_bp=options.center_bp)
-    strand_pair = jnp.asarray(
-        [t.get("strand_pair", i) for i, t in enumerate(handle.tracks)], dtype=jnp.int32
-    )
+    pairs = [t.get("strand_pair", i) for i, t in enumerate(handle.tracks)]
+    strand_pair = jnp.asarray(pairs, dtype=jnp.int32)
+    off = options.centre_offset
+    # baskerville averages the raw (squashed) RC pair, then untransforms (its ensemble model)
+    untransform_after_rc = options.centering == "baskerville"
 
     def prepare(pred):
         if options.untransform is None:
@@ -282,16 +305,31 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
         return tracks.untransform(pred, handle.tracks, legacy=options.untransform == "legacy")
 
     def reduce(parts: list[dict], ref_len, alt_len, shift, peaks) -> dict[str, Any]:
-        ref, alt = prepare(parts[0]["tracks"]), prepare(parts[1]["tracks"])
-        if len(parts) == 4:
-            ref = 0.5 * (ref + tracks.rc_unflip(prepare(parts[2]["tracks"]), strand_pair))
-            alt = 0.5 * (alt + tracks.rc_unflip(prepare(parts[3]["tracks"]), strand_pair))
-        return tracks.compute_track_stats(
-            ref, alt, specs, bin_size=handle.bin_size, window_len=handle.window_len,
-            shift_bp=shift,
-        )
+        n = len(parts) // 2 if options.rc else len(parts)
+        preds = [p["tracks"] for p in parts[:n]]
+        if options.rc:
+            back = [tracks.rc_unflip(p["tracks"], strand_pair) for p in parts[n:]]
+            if untransform_after_rc:
+                preds = [prepare(0.5 * (f + r)) for f, r in zip(preds, back)]
+            else:
+                preds = [0.5 * (prepare(f) + prepare(r)) for f, r in zip(preds, back)]
+        else:
+            preds = [prepare(p) for p in preds]
+        ref, alt = preds[0], preds[1]
+        geometry = dict(bin_size=handle.bin_size, window_len=handle.window_len, shift_bp=shift + off)
+        if len(preds) == 3:  # indel alignment: right of the variant from the moved-back ALT
+            alt = tracks.stitch_predictions(alt, preds[2], **geometry)
+        return tracks.compute_track_stats(ref, alt, specs, **geometry)
 
-    return [s.name for s in specs], {s.name: s.formula for s in specs}, reduce
+    names, post = handle.track_names, None
+    merge = any("strand_pair" in t for t in handle.tracks) and not options.keep_strands
+    if merge and any(p != i for i, p in enumerate(pairs)):
+        names = tracks.collapsed_track_names(handle.track_names, pairs)
+
+        def post(scores):  # baskerville: each statistic's strand merge, after the means
+            return tracks.merge_strands(scores, specs, pairs)
+
+    return [s.name for s in specs], {s.name: s.formula for s in specs}, reduce, post, names
 
 
 def _select(requested, available: list[str], model: str, info: dict) -> list[str]:

@@ -13,7 +13,10 @@ Formats (docs/export.md has the column lists):
 - ``vcf``: bgzipped VCF, one record per input record (multi-allelic rows rejoined, ``Number=A``
   values in ALT order), one INFO key per model × statistic × track and per consensus field.
 
-Tables are written chunk by chunk of the store's variants, so memory stays bounded.
+Tables are written chunk by chunk of the store's variants, so memory stays bounded. Every
+output is written under a temporary name next to it and renamed at the end, and the store
+is checked first (veff/integrity.py): an incomplete or damaged store is refused, naming the
+chunk, instead of exporting fill values.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from veff import __version__
+from veff.integrity import reading, replaced_at_end, verify
 from veff.store import Store
 
 FORMATS = ("tsv", "parquet", "polyfun", "vcf")
@@ -215,11 +219,11 @@ def _write_polyfun(src: _Source, prefix: Path) -> list[Path]:
         raise ExportError("two annotation names collide after sanitising; rename a model")
     if df.empty:
         raise ExportError("no variant lies on a chromosome PolyFun can number (1-22, X, Y, MT)")
-    written = []
-    for chr_num, part in df.groupby("CHR", sort=True):
-        path = Path(f"{prefix}.{chr_num}.annot.parquet")
-        part.sort_values("BP", kind="stable").to_parquet(path, index=False)
-        written.append(path)
+    parts = list(df.groupby("CHR", sort=True))
+    written = [Path(f"{prefix}.{chr_num}.annot.parquet") for chr_num, _ in parts]
+    with replaced_at_end(written) as tmps:
+        for (_, part), tmp in zip(parts, tmps):
+            part.sort_values("BP", kind="stable").to_parquet(tmp, index=False)
     return written
 
 
@@ -376,15 +380,16 @@ def export(store_path: str | Path, fmt: str, out: str | Path, *, wide: bool = Fa
         raise ExportError(f"directory {out.parent} does not exist")
     store = Store.open(store_path, mode="r")
     try:
-        if not store.root.attrs.get("complete", False):
-            raise ExportError(f"{store_path}: the run is not complete; finish it with --resume first")
-        src = _Source(store)
-        if fmt in ("tsv", "parquet"):
-            _write_table(src, out, parquet=fmt == "parquet", wide=wide)
+        verify(store)
+        with reading(store):
+            src = _Source(store)
+            if fmt == "polyfun":
+                return _write_polyfun(src, out)
+            with replaced_at_end([out]) as (tmp,):
+                if fmt in ("tsv", "parquet"):
+                    _write_table(src, tmp, parquet=fmt == "parquet", wide=wide)
+                else:
+                    _write_vcf(src, tmp)
             return [out]
-        if fmt == "polyfun":
-            return _write_polyfun(src, out)
-        _write_vcf(src, out)
-        return [out]
     finally:
         store.close()

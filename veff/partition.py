@@ -43,7 +43,7 @@ from veff.pipeline import (
     write_run_consensus,
 )
 from veff.signals import Interrupted, StopRequest
-from veff.store import Store, StoreError, take_lock
+from veff.store import STARTED, UNSTARTED, Store, StoreError, take_lock
 
 PLAN_FILE = "plan.json"
 
@@ -165,8 +165,38 @@ def spec_from_store(store: Store) -> RunSpec:
 
 
 def load_scorers(store: Store, spec: RunSpec) -> tuple[Genome, list[ModelScorer]]:
+    """The genome and models the store was planned with, checked against its fingerprint
+    (files changed on disk since ``veff plan`` are refused)."""
+    from veff.fingerprint import PARTITION_KEYS, check, partial_fingerprint
+
     genome = Genome(spec.genome)
-    return genome, scorers_for_store(store, spec, genome, load_handles(spec.models))
+    handles = load_handles(spec.models)
+    now = partial_fingerprint(PARTITION_KEYS, genome=genome, handles=handles)
+    check(store.root.attrs.get("fingerprint"), now, command="run-partition", path=store.path,
+          hint=_CHANGED_HINT, keys=PARTITION_KEYS)
+    return genome, scorers_for_store(store, spec, genome, handles)
+
+
+_CHANGED_HINT = ("its input files changed on disk since `veff plan`: put the original files back, "
+                 "or plan the run again with --overwrite")
+
+
+def _check_finalize_inputs(store: Store, spec: RunSpec) -> None:
+    """The genome and groups file the consensus reads must be the planned ones (a file
+    that is gone is left to the consensus to ask for)."""
+    from veff.fingerprint import FINALIZE_KEYS, check, partial_fingerprint
+
+    keys = [k for k, f in zip(FINALIZE_KEYS, (spec.genome, spec.groups)) if f and Path(f).is_file()]
+    if not keys:
+        return
+    genome = Genome(spec.genome) if "--genome" in keys else None
+    try:
+        now = partial_fingerprint(keys, genome=genome, groups=spec.groups)
+    finally:
+        if genome is not None:
+            genome.close()
+    check(store.root.attrs.get("fingerprint"), now, command="finalize", path=store.path,
+          hint=_CHANGED_HINT, keys=keys)
 
 
 # ---------------------------------------------------------------------------- opening
@@ -213,7 +243,7 @@ class FinalizeResult:
 def plan(spec: RunSpec, num_partitions: int) -> Plan:
     """Create the store for ``spec`` with every variant and model, and its partition plan."""
     spec = absolute_spec(spec)
-    if Path(spec.out).exists() and not spec.overwrite:
+    if Store.kind(spec.out) in (STARTED, UNSTARTED) and not spec.overwrite:
         raise StoreError(
             f"{spec.out} already exists; run its partitions with `veff run-partition`, "
             "or pass --overwrite to plan it again"
@@ -270,12 +300,14 @@ def finalize(path: str | os.PathLike, *, consensus: bool | None = None) -> Final
                 f"{store.path}: {first.describe()} is not done{also if others else ''}; "
                 f"run `veff run-partition {store.path} {first.index}`"
             )
-        store.finalize()
         spec = spec_from_store(store)
+        if consensus is not None:
+            spec = dataclasses.replace(spec, consensus=consensus)
         num_models, num_variants = len(store.model_names()), store.num_variants
+        if spec.consensus and num_models >= 2:
+            _check_finalize_inputs(store, spec)
+        store.finalize()
     finally:
         store.close()  # write_consensus takes the exclusive lock itself
-    if consensus is not None:
-        spec = dataclasses.replace(spec, consensus=consensus)
     groups = write_run_consensus(spec, num_models)
     return FinalizeResult(Path(path), num_variants, len(plan_.partitions), groups)

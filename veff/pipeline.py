@@ -24,6 +24,7 @@ from veff.io.vcf import read_variants
 from veff.io.windows import WindowBatch, build_windows
 from veff.models.base import ModelHandle
 from veff.signals import Interrupted, StopRequest
+from veff import store as _store
 from veff.store import Store, StoreError
 from veff.types import Status, Variant
 
@@ -35,7 +36,8 @@ class RunSpec:
     models: tuple[str, ...]
     out: str
     options: ScoreOptions = ScoreOptions()
-    chunk_size: int = 1024
+    # None: default_chunk_size(batch size) for a new store; a resumed store keeps its own
+    chunk_size: int | None = 1024
     resume: bool = False
     overwrite: bool = False
     ref_mismatch: str = "skip"
@@ -51,7 +53,7 @@ class RunSpec:
     def __post_init__(self):
         if not self.models:
             raise ValueError("at least one --model is needed")
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError("chunk size must be ≥ 1")
         if self.null_shuffles < 0 or self.null_variants < 1:
             raise ValueError("--null-shuffles must be ≥ 0 and the null needs ≥ 1 variant")
@@ -135,7 +137,7 @@ def build_scorers(
             raise ScoringError(f"none of --stats {','.join(requested)} applies to model {h.name}")
         options = dataclasses.replace(spec.options, stats=stats)
         if h.kind == "profile":  # shifts and untransform are binned-model options
-            options = dataclasses.replace(options, shifts=(0,), untransform=None)
+            options = dataclasses.replace(options, shifts=(0,), untransform=None, centering="veff")
         peaks = (peak_counts or {}).get(h.name)
         if peaks is None and spec.peaks is not None and h.kind == "profile":
             peaks = predict_peak_counts(h, genome, spec.peaks, rc=options.rc, batch_size=options.batch_size)
@@ -180,10 +182,24 @@ def _model_attrs(h: ModelHandle) -> dict[str, Any]:
     }
 
 
+def _window_attrs(s: ModelScorer) -> dict[str, Any]:
+    """How the windows and tracks were laid out (binned-model options recorded per model)."""
+    o = s.options
+    out: dict[str, Any] = {"centering": o.centering}
+    if s.handle.kind == "binned":
+        out["strands_merged"] = list(s.track_names) != list(s.handle.track_names)
+        out["indel_align"] = "stitch" if o.indel_align else "none"
+    return out
+
+
 def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) -> Store:
     """Create the store for a new run: every variant row, every model's arrays, the peak
-    counts and the shuffled null."""
+    counts and the shuffled null, and the run's fingerprint (veff.fingerprint)."""
+    from veff.fingerprint import run_fingerprint
+
     out = Path(spec.out)
+    if spec.chunk_size is None:
+        spec = dataclasses.replace(spec, chunk_size=default_chunk_size(spec.options.batch_size))
     variants = read_variants(
         spec.variants,
         genome,
@@ -197,6 +213,20 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
         run_config={**spec.to_json(), "veff_version": __version__},
         overwrite=spec.overwrite,
     )
+    try:
+        with _store.write_errors(out, "the store is not finished: fix it, then rerun with "
+                                 "--resume (it starts over)"):
+            store.root.attrs["centering"] = spec.options.centering
+            _add_models(spec, store, genome, scorers)
+            store.root.attrs["fingerprint"] = run_fingerprint(spec, genome, [s.handle for s in scorers])
+            store.mark_ready()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _add_models(spec: RunSpec, store: Store, genome: Genome, scorers: list[ModelScorer]) -> None:
     for s in scorers:
         stats = dict(s.formulas)
         if spec.null_shuffles and s.handle.kind == "profile":
@@ -209,7 +239,7 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
             s.handle.name,
             tracks=s.track_names,
             stats=stats,
-            attrs=_model_attrs(s.handle),
+            attrs={**_model_attrs(s.handle), **_window_attrs(s)},
             track_meta=_track_meta(s),
         )
         if s.peaks is not None:
@@ -218,26 +248,32 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
                                     {"meaning": "sorted RC-averaged predicted counts of the --peaks set"})
     if spec.null_shuffles:
         _write_nulls(spec, store, genome, scorers)
-    return store
 
 
 def open_run(
     spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle]
 ) -> tuple[Store, list[ModelScorer]]:
     """The store (holding the writer lock) and the scorers of a run: a new store, or with
-    ``--resume`` the existing one, whose models must match and whose peak counts and null
-    are reused as stored."""
-    if spec.resume and Store.is_started(spec.out):
-        store = Store.open(spec.out)
-        try:
-            return store, scorers_for_store(store, spec, genome, list(handles))
-        except BaseException:
-            store.close()
-            raise
+    ``--resume`` the existing one, whose fingerprint (inputs, models, options) must match
+    and whose peak counts and null are reused as stored."""
+    from veff.fingerprint import check_resume
+
+    if spec.resume:
+        kind = Store.kind(spec.out)
+        if kind in (_store.NOT_A_DIR, _store.FOREIGN):
+            what = "is not a directory" if kind == _store.NOT_A_DIR else "is not a veff store"
+            raise StoreError(f"--resume: {spec.out} {what}; nothing was changed: check --out")
+        if kind == _store.STARTED:
+            check_resume(spec, genome, handles)
+            store = Store.open(spec.out)
+            try:
+                return store, scorers_for_store(store, spec, genome, list(handles))
+            except BaseException:
+                store.close()
+                raise
+        # a veff store killed while being created starts over (Store.create takes its lock)
+        spec = dataclasses.replace(spec, overwrite=kind == _store.UNSTARTED)
     scorers = build_scorers(spec, genome, handles)
-    if spec.resume and (Path(spec.out) / "zarr.json").is_file():
-        # a veff run killed before its variant table was complete: start it over
-        spec = dataclasses.replace(spec, overwrite=True)
     return open_or_create(spec, genome, scorers), scorers
 
 
@@ -246,6 +282,14 @@ def _track_meta(s: ModelScorer) -> dict[str, list]:
         return {}
     meta: dict[str, list] = {}
     tracks = s.handle.tracks
+    if list(s.track_names) != list(s.handle.track_names):  # strand pairs summed: first members
+        from veff.scoring.track_transforms import strand_groups
+
+        first, _ = strand_groups([int(t.get("strand_pair", i)) for i, t in enumerate(tracks)])
+        tracks = [tracks[i] for i in first]
+        if any("description" in t for t in tracks):
+            meta["description"] = [str(t.get("description", "")) for t in tracks]
+        return meta
     if any("description" in t for t in tracks):
         meta["description"] = [str(t.get("description", "")) for t in tracks]
     if any("strand_pair" in t for t in tracks):
@@ -287,15 +331,19 @@ def _windows_for_chunk(
 ) -> tuple[int, list[Variant], dict[int, WindowBatch]]:
     start, stop = store.chunk_range(chunk)
     variants = store.read_variants(start, stop)
-    return start, variants, {L: oriented_windows(genome, variants, L) for L in set(lengths)}
+    return start, variants, {
+        (L, off): oriented_windows(genome, variants, L, centre_offset=off) for L, off in set(lengths)
+    }
 
 
-def oriented_windows(genome: Genome, variants: Sequence[Variant], length: int) -> WindowBatch:
+def oriented_windows(
+    genome: Genome, variants: Sequence[Variant], length: int, *, centre_offset: int = 0
+) -> WindowBatch:
     """Windows with REF and ALT as the input gave them: a row swapped by ``--ref-mismatch
     flip`` (an SNV whose input REF is not the genome base) scores the input's REF window
     (the genome with that base substituted) against the input's ALT window (the genome), so
     every statistic — signed, unsigned, per allele — refers to the user's alleles."""
-    w = build_windows(genome, variants, length)
+    w = build_windows(genome, variants, length, centre_offset=centre_offset)
     flipped = np.array([v.flipped for v in variants], dtype=bool)
     if not flipped.any():
         return w
@@ -320,7 +368,7 @@ def score_chunks(
 
     ``stop`` (see veff.signals): once set, no new chunk is started; the ones scored are
     written and marked done, then :class:`~veff.signals.Interrupted` is raised."""
-    lengths = [s.handle.window_len for s in scorers]
+    lengths = [(s.handle.window_len, s.options.centre_offset) for s in scorers]
     nulls = {s.handle.name: load_nulls(store, s) for s in scorers}
 
     def write(start: int, chunk: int, results: list[tuple[str, dict, np.ndarray]], rows: int) -> None:
@@ -347,7 +395,7 @@ def score_chunks(
             ok = np.array([v.status is Status.OK for v in variants])
             results = []
             for s in scorers:
-                wb = windows[s.handle.window_len]
+                wb = windows[(s.handle.window_len, s.options.centre_offset)]
                 scores = s.score(wb)
                 if nulls[s.handle.name] is not None:
                     scores.update(pvalues(scores, nulls[s.handle.name]))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from veff import __version__
+from veff.integrity import reading, replaced_at_end, verify
 from veff.store import Store
 
 _COLORS = {"agreed": "#1b7837", "conflict": "#c51b7d", "single_model": "#e08214",
@@ -337,27 +338,11 @@ def write_report(
         raise ReportError(f"directory {out_html.parent} does not exist")
     store = Store.open(store_path, mode="r")
     try:
-        root = store.root
-        g = root["variants"]
-        v = {c: g[c][:] for c in ("chrom", "pos", "ref", "alt", "id", "status", "fasta_chrom")}
-        v = {c: (a if a.dtype.kind in "biuf" else np.array([str(x) for x in a], dtype=object)) for c, a in v.items()}
-        v_html = {c: (np.array([_e(x) for x in a], dtype=object) if a.dtype == object else a) for c, a in v.items()}
-        body = ["<h1>veff report</h1>", _summary(root, Path(store_path), v)]
-        top, members = np.zeros(0, int), []
-        groups = sorted(root["consensus"].group_keys()) if "consensus" in root else []
-        for slug in groups:
-            html_part, t, mem = _group_section(root, slug, v_html, top_n)
-            body.append(html_part)
-            if not len(top):
-                top, members = t, mem
-        if not groups:
-            for m in root.attrs["models"]:
-                html_part, t = _model_section(root, m, v_html, top_n)
-                body.append(html_part)
-                if not len(top):
-                    top = t
+        verify(store)  # complete, and every chunk there: never a report of fill values
+        with reading(store):
+            body, top, members, v = _sections(store.root, Path(store_path), top_n)
         if models is not None and len(top):
-            body.append(_panels(root, v, top[:num_panels], members, genome, models))
+            body.append(_panels(store.root, v, top[:num_panels], members, genome, models))
     finally:
         store.close()
     stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -367,5 +352,29 @@ def write_report(
         + "".join(body)
         + f"<p class='note'>Written by veff {_e(__version__)} at {_e(stamp)}.</p></body></html>"
     )
-    out_html.write_text(doc, encoding="utf-8")
+    with replaced_at_end([out_html]) as (tmp,):
+        tmp.write_text(doc, encoding="utf-8")
     return out_html
+
+
+def _sections(root, path: Path, top_n: int) -> tuple[list[str], np.ndarray, list[dict], dict]:
+    """The summary and the per-group (or per-model) sections; the top rows and members."""
+    g = root["variants"]
+    v = {c: g[c][:] for c in ("chrom", "pos", "ref", "alt", "id", "status", "fasta_chrom")}
+    v = {c: (a if a.dtype.kind in "biuf" else np.array([str(x) for x in a], dtype=object)) for c, a in v.items()}
+    v_html = {c: (np.array([_e(x) for x in a], dtype=object) if a.dtype == object else a) for c, a in v.items()}
+    body = ["<h1>veff report</h1>", _summary(root, path, v)]
+    top, members = np.zeros(0, int), []
+    groups = sorted(root["consensus"].group_keys()) if "consensus" in root else []
+    for slug in groups:
+        html_part, t, mem = _group_section(root, slug, v_html, top_n)
+        body.append(html_part)
+        if not len(top):
+            top, members = t, mem
+    if not groups:
+        for m in root.attrs["models"]:
+            html_part, t = _model_section(root, m, v_html, top_n)
+            body.append(html_part)
+            if not len(top):
+                top = t
+    return body, top, members, v

@@ -35,11 +35,14 @@ class Interrupted(Exception):
 
 
 class StopRequest:
-    """Set by the first handled signal; ``signum`` says which."""
+    """Set by the first handled signal; ``signum`` says which. ``note`` is what the handler
+    prints on that signal; a phase that stops at once, with its own one-line message (as
+    ``--cluster`` does while waiting for workers), sets it to "" meanwhile."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signum = 0
+        self.note = "stopping after the chunk in flight (send it again to stop at once)"
 
     def set(self, signum: int) -> None:
         self.signum = signum
@@ -62,9 +65,9 @@ def stop_requests() -> Iterator[StopRequest]:
         if stop.is_set():  # a second signal: stop now
             raise KeyboardInterrupt
         stop.set(signum)
-        sys.stderr.write(f"\nveff: {signal.Signals(signum).name} received: stopping after the "
-                         "chunk in flight (send it again to stop at once)\n")
-        sys.stderr.flush()
+        if stop.note:
+            sys.stderr.write(f"\nveff: {signal.Signals(signum).name} received: {stop.note}\n")
+            sys.stderr.flush()
 
     previous = {s: signal.signal(s, handler) for s in HANDLED}
     try:

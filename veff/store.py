@@ -11,14 +11,17 @@ A run first streams every input row into ``variants/`` (constant memory), then s
 chunk by chunk: each chunk's region is written for every model and only then is its done
 marker created (write to a temporary name, then rename), so ``--resume`` redoes exactly the
 chunks without a marker and an interrupted run never leaves a chunk half-counted.
+
+Only veff's own stores are ever replaced (``--overwrite``) or restarted: a directory is one
+when its root attrs carry ``veff_format`` (written first, before any row) or, from older
+versions, ``veff_version``. Every chunk of every array is written even when it holds only
+the fill value, so a missing chunk file always means damage (see veff/integrity.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -31,9 +34,36 @@ import numpy as np
 import zarr
 
 from veff import __version__
+from veff.store_dir import (  # noqa: F401 - re-exported: the store's names in one place
+    ABSENT,
+    EMPTY,
+    FOREIGN,
+    LOCK_NAME,
+    NOT_A_DIR,
+    STARTED,
+    UNSTARTED,
+    WRITE_ERRORS,
+    StoreError,
+    empty_dir,
+    path_kind,
+    root_attrs,
+    take_lock,
+    write_error,
+    write_errors,
+)
 from veff.types import Status, Variant
 
 CENTRING = "REF allele's first base at 0-based window index L // 2"
+FORMAT = 2  # root attr veff_format; 2: every chunk stored (stores without it are format 1)
+
+# zarr leaves out a chunk that holds only the fill value (an all-NaN score chunk, an
+# all-False flag), which reads back exactly as a deleted chunk file does. veff writes every
+# chunk so that a missing one is always damage, never a value.
+zarr.config.set({"array.write_empty_chunks": True})
+
+
+
+_RESUME_HINT = "every chunk marked done is kept: fix it, then rerun with --resume"
 
 # (name, zarr dtype, how to read it off a Variant)
 _VARIANT_COLUMNS: tuple[tuple[str, Any, Any], ...] = (
@@ -52,10 +82,6 @@ _VARIANT_COLUMNS: tuple[tuple[str, Any, Any], ...] = (
     ("orig_alt", str, lambda v: v.orig_alt if v.orig_alt is not None else v.alt),
     ("fasta_chrom", str, lambda v: v.fasta_chrom or ""),
 )
-
-
-class StoreError(Exception):
-    """The store cannot be created, opened or written as asked."""
 
 
 def _column_array(name: str, dtype: Any, values: list) -> np.ndarray:
@@ -83,18 +109,72 @@ class Store:
         run_config: dict[str, Any],
         overwrite: bool = False,
     ) -> "Store":
-        """Stream every row into ``variants/`` (constant memory) and return the open store."""
+        """Stream every row into ``variants/`` (constant memory) and return the open store.
+
+        ``path`` may be absent, an empty directory, or (with ``overwrite``) a veff store no
+        other process writes: anything else is refused and left as it is."""
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise StoreError(
-                    f"{path} already exists; pass --resume to finish it or --overwrite to replace it"
-                )
-            shutil.rmtree(path)
-        root = zarr.open_group(str(path), mode="w")
-        store = cls(path, root)
-        store.lock()
-        group = root.create_group("variants")
+        kind = Store.kind(path)
+        if kind == NOT_A_DIR:
+            raise StoreError(f"{path} exists and is not a directory; veff writes its store into a new "
+                             "or empty directory, or over its own store: choose another --out "
+                             "(nothing was changed)")
+        if kind == FOREIGN:
+            raise StoreError(f"{path} is a directory but not a veff store; veff only ever replaces "
+                             "its own stores, so nothing was deleted: choose another --out, or "
+                             "move its contents away yourself")
+        if kind in (STARTED, UNSTARTED) and not overwrite:
+            raise StoreError(
+                f"{path} already exists; pass --resume to finish it or --overwrite to replace it"
+            )
+        made = kind == ABSENT
+        with write_errors(path, "nothing was written"):
+            path.mkdir(parents=True, exist_ok=True)
+        # Locked before anything is deleted, and held from then on: a store that another
+        # process writes is never replaced, and no one can start writing this one meanwhile.
+        fd = take_lock(path, shared=False, busy="is held by another writer ({holder}); it is not "
+                       "replaced while in use: stop that run first, or choose another --out")
+        store = cls(path, None)
+        try:
+            if kind in (STARTED, UNSTARTED):
+                empty_dir(path, keep=LOCK_NAME)
+            store.root = root = zarr.open_group(str(path), mode="a")
+            root.attrs["veff_format"] = FORMAT  # veff's from the first byte: may be restarted
+            store.lock(fd)
+            n = store._write_variants(variants, chunk_size)
+            root.attrs.update(
+                {
+                    "veff_format": FORMAT,
+                    "veff_version": __version__,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "centring": CENTRING,
+                    "coordinates": "pos is the 1-based VCF position of the normalised allele",
+                    "num_variants": n,
+                    "chunk_size": chunk_size,
+                    "run": run_config,
+                    "models": [],
+                    "complete": False,
+                    "ready": False,  # set by mark_ready once every model's arrays exist
+                }
+            )
+            (path / "_veff" / "done").mkdir(parents=True, exist_ok=True)
+        except BaseException as exc:
+            # The input could not be read to its end, or the disk is full: leave no
+            # half-made store behind.
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    empty_dir(path, keep=None)
+            os.close(fd)
+            store._lock_fd = None
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+                raise write_error(path, exc, "nothing was kept: fix it and run again") from None
+            raise
+        return store
+
+    def _write_variants(self, variants: Iterable[Variant], chunk_size: int) -> int:
+        group = self.root.create_group("variants")
         arrays = {
             name: group.create_array(
                 name,
@@ -110,33 +190,13 @@ class Store:
         # metadata and each write is a round trip to zarr's event loop, so per-chunk writes
         # spent most of the time there (32 s of 45 s per million rows, against 13 s reading).
         rows_per_write = chunk_size * max(1, WRITE_ROWS // chunk_size)
-        try:
-            for block in _blocks(variants, rows_per_write):
-                for name, dtype, get in _VARIANT_COLUMNS:
-                    arr = arrays[name]
-                    arr.resize((n + len(block),))
-                    arr[n : n + len(block)] = _column_array(name, dtype, [get(v) for v in block])
-                n += len(block)
-        except BaseException:
-            # The input could not be read to its end: leave no half-made store behind.
-            store.close()
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-        root.attrs.update(
-            {
-                "veff_version": __version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "centring": CENTRING,
-                "coordinates": "pos is the 1-based VCF position of the normalised allele",
-                "num_variants": n,
-                "chunk_size": chunk_size,
-                "run": run_config,
-                "models": [],
-                "complete": False,
-            }
-        )
-        (path / "_veff" / "done").mkdir(parents=True, exist_ok=True)
-        return store
+        for block in _blocks(variants, rows_per_write):
+            for name, dtype, get in _VARIANT_COLUMNS:
+                arr = arrays[name]
+                arr.resize((n + len(block),))
+                arr[n : n + len(block)] = _column_array(name, dtype, [get(v) for v in block])
+            n += len(block)
+        return n
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, mode: str = "r+") -> "Store":
@@ -153,10 +213,12 @@ class Store:
         return store
 
     # ------------------------------------------------------------------ exclusivity
-    def lock(self) -> None:
-        """Hold an exclusive lock for the life of this process (released even on kill -9)."""
-        fd = take_lock(self.path, shared=False, busy="is being written by {holder}; wait for it "
-                       "to finish or stop it before resuming")
+    def lock(self, fd: int | None = None) -> None:
+        """Hold an exclusive lock for the life of this process (released even on kill -9);
+        ``fd``: one already taken with :func:`take_lock`."""
+        if fd is None:
+            fd = take_lock(self.path, shared=False, busy="is being written by {holder}; wait for "
+                           "it to finish or stop it before resuming")
         os.ftruncate(fd, 0)
         os.write(fd, f"veff pid {os.getpid()} on {os.uname().nodename}".encode())
         self._lock_fd = fd
@@ -169,13 +231,20 @@ class Store:
     # ------------------------------------------------------------------ facts
     @staticmethod
     def is_started(path: str | os.PathLike) -> bool:
-        """A store whose variant table was fully written (a run killed while streaming the
-        input leaves a directory without it, which a resume starts over)."""
-        try:
-            root = zarr.open_group(str(path), mode="r", use_consolidated=False)
-        except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError):
-            return False
-        return "veff_version" in root.attrs
+        """A store whose variant table and model arrays were fully written (a run killed
+        while creating it leaves one that is not, which a resume starts over)."""
+        return Store.kind(path) == STARTED
+
+    @staticmethod
+    def kind(path: str | os.PathLike) -> str:
+        """ABSENT, EMPTY (a directory holding nothing, or only a lock file), NOT_A_DIR,
+        FOREIGN (anything but a veff store), UNSTARTED (veff's, killed while being created)
+        or STARTED."""
+        return path_kind(path)
+
+    def mark_ready(self) -> None:
+        """Every model's arrays are written: from now on --resume continues this store."""
+        self.root.attrs["ready"] = True
 
     @property
     def num_variants(self) -> int:
@@ -295,9 +364,10 @@ class Store:
     ) -> None:
         group = self.root["scores"][model]
         stop = start + len(padded)
-        for stat, values in scores.items():
-            group[stat][start:stop] = np.asarray(values, dtype=np.float32)
-        group["window_padded"][start:stop] = np.asarray(padded, dtype=bool)
+        with write_errors(self.path, _RESUME_HINT):
+            for stat, values in scores.items():
+                group[stat][start:stop] = np.asarray(values, dtype=np.float32)
+            group["window_padded"][start:stop] = np.asarray(padded, dtype=bool)
 
     # ------------------------------------------------------------------ done markers
     def _marker(self, chunk: int) -> Path:
@@ -306,8 +376,9 @@ class Store:
     def mark_done(self, chunk: int) -> None:
         marker = self._marker(chunk)
         tmp = marker.with_suffix(".wip")
-        tmp.write_text(json.dumps({"range": self.chunk_range(chunk)}))
-        tmp.replace(marker)
+        with write_errors(self.path, _RESUME_HINT):
+            tmp.write_text(json.dumps({"range": self.chunk_range(chunk)}))
+            tmp.replace(marker)
 
     def is_done(self, chunk: int) -> bool:
         return self._marker(chunk).exists()
@@ -323,29 +394,11 @@ class Store:
                 f"{self.path}: {len(missing)} chunk(s) not done (first: {missing[0]}); "
                 "rerun with --resume"
             )
-        self.root.attrs["complete"] = True
+        self.root.attrs.update({"complete": True, "ready": True})
         with warnings.catch_warnings():
             # zarr warns that consolidated metadata is not in the v3 spec; xarray reads it.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(self.path))
-
-
-def take_lock(path: str | os.PathLike, *, shared: bool, busy: str) -> int:
-    """Take the store's ``.veff.lock`` without waiting: exclusive for a whole-store writer,
-    shared for one of several partition writers. Returns the descriptor that holds it (closing
-    it, or the process ending, releases it). ``busy`` completes the refusal message and may
-    name ``{holder}``, the last exclusive writer."""
-    lock_path = Path(path) / ".veff.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            holder = lock_path.read_text().strip() or "another process"
-            raise StoreError(f"{path} " + busy.format(holder=holder)) from None
-        raise
-    return fd
 
 
 WRITE_ROWS = 65_536  # rows per write while streaming the input into variants/

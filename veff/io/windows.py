@@ -41,8 +41,13 @@ class WindowBatch:
         return self.ref.shape[1]
 
 
-def build_windows(genome: Genome, variants: Sequence[Variant], length: int) -> WindowBatch:
+def build_windows(
+    genome: Genome, variants: Sequence[Variant], length: int, *, centre_offset: int = 0
+) -> WindowBatch:
     """Centred REF/ALT token windows of ``length`` bases for a batch of variants.
+
+    REF's first base sits at index ``length // 2 + centre_offset``: 0 is veff's contract,
+    -1 the Calico convention (baskerville ``hound_snp``, gReLU: ``L // 2 - 1``).
 
     One genome read per variant (``L + max(0, len(REF) - len(ALT))`` bases); each window is
     assembled from three slice copies (left flank, allele, right flank), never base by base.
@@ -50,7 +55,9 @@ def build_windows(genome: Genome, variants: Sequence[Variant], length: int) -> W
     if length < 1:
         raise ValueError(f"window length must be >= 1, got {length}")
     num = len(variants)
-    centre = length // 2
+    centre = length // 2 + centre_offset
+    if not 0 <= centre < length:
+        raise ValueError(f"centre offset {centre_offset} leaves a {length} bp window")
     ref = np.full((num, length), N, dtype=np.uint8)
     alt = np.full((num, length), N, dtype=np.uint8)
     ref_len = np.ones(num, dtype=np.int32)
