@@ -197,9 +197,11 @@ def test_bpnet_lite_module_and_state_dict_round_trip(tmp_path, bpnetlite):
     torch.save(model.state_dict(), tmp_path / "model.pt")
     x = x_batch(300)
     ref_prof, ref_counts = _torch_out(model, x)  # (B, 300 - 2 * 61 = 178)
+    with pytest.raises(ConvertError, match="--trust-pickle"):  # a whole module is code
+        convert([str(tmp_path / "model.torch")], "bpnet-lite", str(tmp_path / "no"), input_len=300)
     for src in ("model.torch", "model.pt"):
         ckpt = convert([str(tmp_path / src)], "bpnet-lite", str(tmp_path / src.replace(".", "_")),
-                       input_len=300)
+                       input_len=300, trust_pickle=src.endswith(".torch"))
         assert ckpt.arch == "bpnet" and ckpt.config["output_len"] == 178
         h = registry.load_model(str(ckpt.path))
         with jax.default_matmul_precision("highest"):
@@ -219,7 +221,7 @@ def test_bpnet_lite_chrombpnet_round_trip(tmp_path, bpnetlite):
     model = cb.ChromBPNet(bias, acc).eval()
     torch.save(model, tmp_path / "cb.torch")
     ckpt = convert([str(tmp_path / "cb.torch")], "bpnet-lite", str(tmp_path / "cb"),
-                   input_len=300)
+                   input_len=300, trust_pickle=True)
     assert ckpt.arch == "chrombpnet"
     # bias profile 300 - 2 * 53 = 194 is centre-cropped to the accessibility's 178
     assert ckpt.config["bias"]["output_len"] == 194
@@ -245,7 +247,8 @@ def test_bpnet_lite_refusals(tmp_path, bpnetlite, kw, match):
     model = bp.BPNet(n_filters=5, n_layers=2, verbose=False, **kw)
     torch.save(model, tmp_path / "m.torch")
     with pytest.raises(ConvertError, match=match):
-        convert([str(tmp_path / "m.torch")], "bpnet-lite", str(tmp_path / "out"))
+        convert([str(tmp_path / "m.torch")], "bpnet-lite", str(tmp_path / "out"),
+                trust_pickle=True)
     if "trimming" not in kw:  # a state dict says it through its shapes
         torch.save(model.state_dict(), tmp_path / "m.pt")
         with pytest.raises(ConvertError, match="control tracks|profile outputs"):

@@ -119,3 +119,41 @@ def test_grelu_layout_of_the_offline_tests():
         want = model(x, head="human").numpy()
         got = lm(x.transpose(1, 2).contiguous()).numpy().transpose(0, 2, 1)
     assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_a_trained_grelu_checkpoint_loads_without_unpickling(tmp_path):
+    """What Lightning really writes when gReLU trains (``train_on_dataset``, then
+    ``test_on_dataset``): callbacks, loops, optimizer state and per-task numpy metrics in
+    ``performance``. torch's weights_only loader plus exactly veff's numpy allow-list reads
+    it; the plain weights_only loader does not, so the list is needed and is enough."""
+    import glob
+
+    import pandas as pd
+    from grelu.data.dataset import LabeledSeqDataset
+
+    from veff.convert.common import ConvertError
+    from veff.convert.torch_files import load_torch, numpy_scalar_globals
+
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGT"), 32)) for _ in range(8)]
+    tasks = pd.DataFrame({"assay": ["x", "y"]}, index=pd.Index(["a", "b"], name="name"))
+    ds = LabeledSeqDataset(seqs, labels=rng.random((8, 2, 1)).astype(np.float32), tasks=tasks)
+    lm = LightningModel(
+        model_params={"model_type": "ConvModel", "n_tasks": 2, "n_conv": 1, "stem_channels": 4,
+                      "channel_init": 4, "final_pool_func": "avg"},
+        train_params={"task": "regression", "loss": "mse", "max_epochs": 1, "batch_size": 8,
+                      "num_workers": 0, "logger": None, "save_dir": str(tmp_path),
+                      "devices": "cpu", "checkpoint": True})
+    trainer = lm.train_on_dataset(ds, ds)
+    lm.test_on_dataset(ds, devices="cpu", batch_size=8, num_workers=0)
+    trainer.save_checkpoint(tmp_path / "tested.ckpt")
+    paths = sorted(glob.glob(str(tmp_path / "**" / "*.ckpt"), recursive=True))
+    assert len(paths) >= 2
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in numpy_scalar_globals()}
+    for path in paths:
+        needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        assert needed and needed <= allowed, needed - allowed
+        with pytest.raises(ConvertError, match="--trust-pickle"):
+            load_torch(path)
+        ckpt, how = gconv.load_ckpt(path)
+        assert how == "weights_only" and isinstance(ckpt["performance"]["val"], dict)

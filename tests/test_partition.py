@@ -84,7 +84,7 @@ def test_partitions_in_any_order_give_the_single_process_store(world, cli, tmp_p
     assert "0 chunk(s) scored" in again.output
 
     r = cli("finalize", out, ok=False)
-    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert r.exit_code == 1 and r.output.count("\n") == 1
     assert "partition 1 (chunks 3–5, variants[192:384]) is not done" in r.output
     assert f"veff run-partition {out} 1" in r.output
     assert not zarr.open_group(str(out), mode="r").attrs["complete"]
@@ -116,13 +116,13 @@ def test_locks_partition_writers_share_whole_store_writers_exclude(world, cli, t
     holder = Store.open(out)
     try:
         r = cli("run-partition", out, 0, ok=False)
-        assert r.exit_code == 2 and "being written as a whole" in r.output
+        assert r.exit_code == 1 and "being written as a whole" in r.output
     finally:
         holder.close()
     r = cli("run-partition", out, 2, ok=False)
-    assert r.exit_code == 2 and "no partition 2: the plan has 2 (0–1)" in r.output
+    assert r.exit_code == 1 and "no partition 2: the plan has 2 (0–1)" in r.output
     r = cli(*plan_args(world, out, 2), ok=False)
-    assert r.exit_code == 2 and "already exists" in r.output
+    assert r.exit_code == 1 and "already exists" in r.output
 
 
 def test_more_partitions_than_chunks_leaves_empty_ones(world, tmp_path):

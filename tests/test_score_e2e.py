@@ -140,7 +140,7 @@ def test_no_rc_differs_and_stats_selection(world, tmp_path):
 def test_bad_inputs_give_one_line(world, tmp_path):
     r = CliRunner().invoke(main, ["score", str(world / "v.vcf"), "--genome", str(world / "missing.fa"),
                                    "--model", str(world / "tiny"), "--out", str(tmp_path / "x.zarr")])
-    assert r.exit_code == 2 and r.output.count("\n") == 1 and "missing.fa" in r.output
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "missing.fa" in r.output
     r = CliRunner().invoke(main, ["score", str(world / "v.vcf"), "--genome", str(world / "g.fa"),
                                    "--model", str(world / "tiny"), "--out", str(tmp_path / "y.zarr"),
                                    "--stats", "nonsense"])

@@ -81,6 +81,19 @@ class CheckReport:
         return "\n".join(lines)
 
 
+    def blockers(self, ref_mismatch: str) -> list[str]:
+        """Why `veff score` with the same options would refuse this input (empty: it would
+        run): a wrong genome build, or REF mismatches under ``--ref-mismatch error``."""
+        out = []
+        if self.build_mismatch:
+            out.append(f"{self.num_snv_mismatch:,} of {self.num_snv_checked:,} SNV REFs differ "
+                       f"from {self.genome_path}: wrong genome build? (veff score stops here)")
+        mismatches = self.counts.get(Status.REF_MISMATCH.value, 0)
+        if ref_mismatch == "error" and mismatches:
+            out.append(f"{mismatches:,} row(s) have a REF that differs from the genome and "
+                       "--ref-mismatch error stops at the first; see the rows listed above")
+        return out
+
 
 def check_variants(
     path: str | os.PathLike,

@@ -1,67 +1,24 @@
 """Thin command-line layer: each command parses its options and calls one library function.
 
-User errors (bad files, bad options) become one line on stderr and exit status 2; a
-traceback means a bug in veff.
+Every error ends as one line on stderr (veff/cli_errors.py): exit status 1 for an error, 2
+for a usage error (a bad option value, found before any work starts), 130/143 after
+SIGINT/SIGTERM. ``VEFF_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
 import click
 
 from veff.cli_cluster import cluster_option as _cluster_option
-from veff.signals import Interrupted, stop_requests
+from veff.cli_errors import VeffGroup
+from veff.cli_errors import one_line_errors as _one_line_errors
+from veff.signals import stop_requests
 
 
-_EXTRAS = {"h5py": "convert", "pandas": "export", "pyarrow": "export", "dask": "cluster",
-           "distributed": "cluster", "dask_jobqueue": "cluster", "torch": "test"}
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        root = exc.name.split(".")[0]
-        extra = _EXTRAS.get(root)
-        hint = f"pip install 'veff[{extra}]'" if extra else f"pip install {root}"
-        return f"this needs the optional package {root}; install it with {hint}"
-    lines = getattr(exc, "lines", None)  # several independent problems: one line each
-    if lines:
-        return "\nveff: error: ".join(lines)
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError, ValueError)):
-        return True
-    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in _EXTRAS:
-        return True
-    # Every exception class veff defines describes bad input, not a bug.
-    return type(exc).__module__.startswith("veff.") and isinstance(exc, Exception)
-
-
-def _one_line_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except click.exceptions.Exit:
-            raise
-        except Interrupted as exc:  # a clean stop on SIGTERM/SIGINT: 128 + signal, as shells do
-            click.echo(f"veff: {exc}", err=True)
-            sys.exit(128 + exc.signum)
-        except Exception as exc:  # noqa: BLE001 - filtered right below
-            if not _is_user_error(exc) or os.environ.get("VEFF_DEBUG"):
-                raise
-            click.echo(f"veff: error: {_message(exc)}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=VeffGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="veff")
 def main() -> None:
     """veff: score genetic variants with sequence-to-function models."""
@@ -90,7 +47,7 @@ _REF_MISMATCH = click.option(
     "when ALT matches (GWAS allele lists).",
 )
 _MAX_INDEL = click.option(
-    "--max-indel-len", type=int, default=50, show_default=True, help="Longer indels get status indel_too_long."
+    "--max-indel-len", type=click.IntRange(min=0), default=50, show_default=True, help="Longer indels get status indel_too_long."
 )
 
 
@@ -106,6 +63,11 @@ def check(variants, genome, ref_mismatch, max_indel_len):
 
     report = check_variants(variants, genome, ref_mismatch=ref_mismatch, max_indel_len=max_indel_len)
     click.echo(report.format())
+    blockers = report.blockers(ref_mismatch)
+    for line in blockers:
+        click.echo(f"veff: error: {line}", err=True)
+    if blockers:  # the input cannot be scored as given
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- score
@@ -114,25 +76,26 @@ _RUN_OPTIONS = [
     click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped)."),
     click.option("--model", "models", multiple=True, required=True, help="Checkpoint directory or registered name; repeat for several."),
     click.option("--out", required=True, type=click.Path(), help="Output Zarr store."),
-    click.option("--batch-size", type=int, default=64, show_default=True),
+    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
     click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement)."),
-    click.option("--stats", default=None, help="Comma-separated statistics (default: all that apply)."),
+    click.option("--stats", default=None, callback=lambda ctx, param, v: _check_stats(v),
+                 help="Comma-separated statistics (default: all that apply)."),
     click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True),
-    click.option("--center-bp", type=int, default=None, help="Binned models: centre mask width in bp for masked statistics."),
-    click.option("--chunk-size", type=int, default=None, help="Variants per resumable chunk (default ~1024)."),
-    click.option("--shifts", default="0", show_default=True, help="Binned models: shift ensemble in bp, e.g. 0,-1,1."),
+    click.option("--center-bp", type=click.IntRange(min=1), default=None, help="Binned models: centre mask width in bp for masked statistics."),
+    click.option("--chunk-size", type=click.IntRange(min=1), default=None, help="Variants per resumable chunk (default ~1024)."),
+    click.option("--shifts", default="0", show_default=True, callback=lambda ctx, param, v: _shifts(v), help="Binned models: shift ensemble in bp, e.g. 0,-1,1."),
     click.option("--untransform", type=click.Choice(["new", "legacy"]), default=None,
                  help="Binned models: undo Borzoi's target squashing (baskerville untransform_preds / _preds1)."),
     click.option("--peaks", default=None, type=click.Path(exists=True, dir_okay=False),
                  help="Profile models: narrowPeak set for the active-allele quantile statistics."),
-    click.option("--null-shuffles", type=int, default=0, show_default=True,
+    click.option("--null-shuffles", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Profile models: dinucleotide shuffles per null variant for empirical p-values."),
-    click.option("--null-variants", type=int, default=1000, show_default=True, help="Ok rows that seed the null."),
+    click.option("--null-variants", type=click.IntRange(min=1), default=1000, show_default=True, help="Ok rows that seed the null."),
     click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--devices", type=int, default=None, help="Use the first N local devices (default: all)."),
+    click.option("--devices", type=click.IntRange(min=1), default=None, help="Use the first N local devices (default: all)."),
     click.option("--groups", default=None, type=click.Path(exists=True, dir_okay=False),
                  help="Track-group YAML for the consensus (default: accessibility group)."),
-    click.option("--background-n", type=int, default=10_000, show_default=True,
+    click.option("--background-n", type=click.IntRange(min=1), default=10_000, show_default=True,
                  help="Random SNVs per model for the consensus background (cached)."),
     click.option("--no-consensus", is_flag=True, help="Do not write consensus/ when several models are scored."),
     click.option("--overwrite", is_flag=True, help="Replace an existing store."),
@@ -161,14 +124,19 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
     from veff.engine import ScoreOptions
     from veff.pipeline import RunSpec
 
+    if groups is not None:  # a bad YAML is an error now, not after every chunk is scored
+        from veff.track_groups import load_groups
+
+        load_groups(groups)
+
     options = ScoreOptions(
-        stats=tuple(s.strip() for s in stats.split(",") if s.strip()) if stats else None,
+        stats=stats,
         rc=not no_rc,
         batch_size=batch_size,
         precision=precision,
         center_bp=center_bp,
         devices=devices,
-        shifts=_int_list(shifts, "--shifts"),
+        shifts=shifts,
         untransform=untransform,
         centering=centering,
         keep_strands=keep_strands,
@@ -222,11 +190,40 @@ def score(quiet, cluster, **options):
     )
 
 
-def _int_list(text: str, option: str) -> tuple[int, ...]:
+def _shifts(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        shifts = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint=option) from None
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers",
+                                 param_hint="--shifts") from None
+    if not shifts:
+        raise click.BadParameter("needs at least one shift, e.g. 0", param_hint="--shifts")
+    if len(set(shifts)) != len(shifts):
+        raise click.BadParameter(f"{text!r} repeats a shift", param_hint="--shifts")
+    return shifts
+
+
+def _check_stats(text: str | None) -> tuple[str, ...] | None:
+    """The statistic names, each one a profile or a track statistic (which model each one
+    applies to is checked once the models are loaded, still before the store exists)."""
+    if text is None:
+        return None
+    names = tuple(s.strip() for s in text.split(","))
+    if not names or any(not n for n in names):
+        raise click.BadParameter(f"{text!r} has an empty name", param_hint="--stats")
+    from veff.scoring.profile import STAT_INFO
+    from veff.scoring.tracks import ScoreSpec
+
+    for n in names:
+        if n in STAT_INFO:
+            continue
+        try:
+            ScoreSpec.parse(n)
+        except ValueError:
+            raise click.BadParameter(
+                f"unknown statistic {n!r}; see docs/scores_profile.md and "
+                "docs/scores_tracks.md", param_hint="--stats") from None
+    return names
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -266,14 +263,19 @@ def simulate(out_dir, seed, tiny, num_contigs, contig_len, num_peaks):
 @click.option("--output-len", type=int, default=None, help="chromBPNet h5: output length for files that do not record it.")
 @click.option("--use-tf-gamma/--no-use-tf-gamma", default=None,
               help="enformer-pytorch: reproduce its use_tf_gamma setting (default: the TF table where it fits).")
+@click.option("--trust-pickle", is_flag=True,
+              help="Torch files (bpnet-lite, enformer-pytorch, borzoi-pytorch, grelu): unpickle "
+              "fully; runs code from the file; only for files you trust.")
 @_one_line_errors
-def convert(sources, fmt, out, name, params_json, targets, head, window_len, input_len, output_len, use_tf_gamma):
+def convert(sources, fmt, out, name, params_json, targets, head, window_len, input_len, output_len, use_tf_gamma,
+            trust_pickle):
     """Convert published weights (SOURCES; several = fold ensemble) into a veff checkpoint."""
     from veff.convert import convert as do_convert
 
     ckpt = do_convert(list(sources), fmt, out, name=name, params=params_json, targets=targets,
                       head=head, window_len=window_len, input_len=input_len,
-                      output_len=output_len, use_tf_gamma=use_tf_gamma)
+                      output_len=output_len, use_tf_gamma=use_tf_gamma,
+                      trust_pickle=trust_pickle or None)
     click.echo(f"wrote {out} ({ckpt.arch}, sha256 {ckpt.sha256[:12]})")
 
 

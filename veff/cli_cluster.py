@@ -82,7 +82,7 @@ def register(group: click.Group) -> None:
 
     @group.command()
     @run_options
-    @click.option("--partitions", type=int, required=True, help="Number of partitions (e.g. the size of a job array).")
+    @click.option("--partitions", type=click.IntRange(min=1), required=True, help="Number of partitions (e.g. the size of a job array).")
     @_one_line_errors
     def plan(partitions, **options):
         """Create OUT with every variant and model, split into PARTITIONS for run-partition."""

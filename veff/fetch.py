@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from veff.checkpoint import CONFIG
+from veff.checkpoint import CONFIG, write_config
 from veff.convert import convert
 from veff.convert.common import CONVERTER_VERSION, file_sha256
 
@@ -253,13 +253,11 @@ def fetch(name: str, *, cache_dir: str | os.PathLike | None = None,
 
 
 def _stamp(directory: Path, m: KnownModel, snap: Path) -> None:
-    """Record where the weights came from in the checkpoint's metadata (config.json only:
-    the weights digest covers weights.safetensors, which this does not touch)."""
+    """Record where the weights came from in the checkpoint's metadata (config.json only;
+    its digest covers config.json, so it is written again)."""
     path = directory / CONFIG
     doc = json.loads(path.read_text())
     doc["metadata"]["fetch"] = {"known_model": m.name, "repo_id": m.repo_id,
                                 "revision": m.revision, "commit": snap.name,
                                 "options": _plain(m.options), "license": m.license}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_config(directory, doc)

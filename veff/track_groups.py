@@ -88,8 +88,8 @@ def load_groups(path: str | Path) -> GroupsConfig:
         doc = yaml.safe_load(Path(path).read_text())
     except OSError as e:
         raise ConsensusError(f"cannot read track groups {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ConsensusError(f"{path}: not valid YAML ({e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConsensusError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
         raise ConsensusError(f"{path}: expected a mapping with a 'groups' list")
     groups = []
@@ -103,21 +103,27 @@ def load_groups(path: str | Path) -> GroupsConfig:
             unknown = set(m) - {"model", "stat", "tracks", "match"}
             if unknown:
                 raise ConsensusError(f"{path}: unknown member key(s) {sorted(unknown)} in {g['name']!r}")
-            tracks = m.get("tracks") or ()
-            members.append(
-                GroupMember(
-                    model=str(m["model"]),
-                    stat=str(m["stat"]),
-                    tracks=tuple(str(t) for t in ([tracks] if isinstance(tracks, str) else tracks)),
-                    match=m.get("match"),
-                )
-            )
+            tracks = m.get("tracks") or []
+            tracks = [tracks] if isinstance(tracks, str) else tracks
+            if not isinstance(tracks, list) or not all(isinstance(t, (str, int)) for t in tracks):
+                raise ConsensusError(f"{path}: 'tracks' of {g['name']!r} must be a list of track names")
+            if m.get("match") is not None and not isinstance(m["match"], str):
+                raise ConsensusError(f"{path}: 'match' of {g['name']!r} must be a string (a regex)")
+            try:
+                members.append(GroupMember(model=str(m["model"]), stat=str(m["stat"]),
+                                           tracks=tuple(str(t) for t in tracks), match=m.get("match")))
+            except ConsensusError as e:
+                raise ConsensusError(f"{path}: {e}") from None
         groups.append(TrackGroup(name=str(g["name"]), members=tuple(members)))
-    return GroupsConfig(
-        groups=tuple(groups),
-        threshold=float(doc.get("threshold", DEFAULT_THRESHOLD)),
-        top_k=int(doc.get("top_k", DEFAULT_TOP_K)),
-    )
+    try:
+        threshold = float(doc.get("threshold", DEFAULT_THRESHOLD))
+        top_k = int(doc.get("top_k", DEFAULT_TOP_K))
+    except (TypeError, ValueError):
+        raise ConsensusError(f"{path}: 'threshold' must be a number and 'top_k' an integer") from None
+    try:
+        return GroupsConfig(groups=tuple(groups), threshold=threshold, top_k=top_k)
+    except ConsensusError as e:
+        raise ConsensusError(f"{path}: {e}") from None
 
 
 # ---------------------------------------------------------------------------- track metadata

@@ -57,6 +57,9 @@ def convert(
     read = _reader(fmt)
     options = {k: v for k, v in options.items() if v is not None}
     accepted = set(list(inspect.signature(read).parameters)[1:])
+    if options.get("trust_pickle") and "trust_pickle" not in accepted:
+        raise ConvertError(f"--trust-pickle is for torch files; format {fmt} reads none "
+                           "(nothing from its files is unpickled)")
     if set(options) - accepted:
         raise ConvertError(f"format {fmt} does not take option(s) "
                            f"{', '.join(sorted(set(options) - accepted))}")

@@ -37,6 +37,7 @@ import numpy as np
 from veff.checkpoint import Checkpoint, save_checkpoint
 from veff.convert.baskerville import read_targets
 from veff.convert.common import ConvertError, Converted, assign, source_record
+from veff.convert.torch_files import load_torch
 from veff.models import borzoi
 from veff.models.borzoi import BorzoiConfig, BorzoiConfigError
 
@@ -49,7 +50,7 @@ _UNET = (("upsampling_unet1.0", "horizontal_conv1", "separable1"),
 
 
 # ----------------------------------------------------------------------------- loading
-def _load_file(path: Path) -> dict[str, np.ndarray]:
+def _load_file(path: Path, trust_pickle: bool = False) -> dict[str, np.ndarray]:
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
 
@@ -57,16 +58,9 @@ def _load_file(path: Path) -> dict[str, np.ndarray]:
             return dict(load_file(str(path)))
         except Exception as e:  # noqa: BLE001 - safetensors raises several types
             raise ConvertError(f"{path}: cannot read safetensors ({e})") from None
-    try:
-        import torch
-    except ImportError:
-        raise ConvertError(f"{path}: reading torch files needs torch; convert a "
-                           ".safetensors file instead") from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for foreign files
-        raise ConvertError(f"{path}: cannot read as a torch state dict ({type(e).__name__}: "
-                           f"{e})") from None
+    obj = load_torch(path, trust_pickle=trust_pickle)
+    if callable(getattr(obj, "state_dict", None)):  # a whole module (only with trust_pickle)
+        obj = obj.state_dict()
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -89,7 +83,8 @@ def weights_path(source: str | Path) -> Path:
     raise ConvertError(f"{source}: no such file or directory")
 
 
-def load_source(source: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any], Path]:
+def load_source(source: str | Path, trust_pickle: bool = False
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any], Path]:
     """(state dict as numpy, HF config dict or {}, the weights file)."""
     source = Path(source)
     hf_config: dict[str, Any] = {}
@@ -100,7 +95,9 @@ def load_source(source: str | Path) -> tuple[dict[str, np.ndarray], dict[str, An
             hf_config = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as e:
             raise ConvertError(f"{cfg_path}: invalid JSON ({e})") from None
-    sd = _load_file(weights)
+        if not isinstance(hf_config, dict):
+            raise ConvertError(f"{cfg_path}: not a JSON object")
+    sd = _load_file(weights, trust_pickle)
     # DataParallel / wrapper prefixes
     for prefix in ("module.", "borzoi."):
         if sd and all(k.startswith(prefix) for k in sd):
@@ -267,16 +264,18 @@ def map_state_dict(sd: dict[str, np.ndarray], num_layers: int) -> dict[str, np.n
 def read(path: str | Path, *, params: str | Path | None = None,
          targets: str | Path | None = None, window_len: int = WINDOW_LEN,
          bins_to_return: int | None = None,
-         position_basis_length: int | None = TRAIN_TRANSFORMER_LEN) -> Converted:
+         position_basis_length: int | None = TRAIN_TRANSFORMER_LEN,
+         trust_pickle: bool = False) -> Converted:
     """One borzoi-pytorch model (HF directory or state-dict file) -> Converted "borzoi".
 
     ``position_basis_length`` defaults to 4096 as in borzoi-pytorch 0.5.x (its training
     length); pass None for baskerville's "basis of the current length" at other windows.
+    ``trust_pickle``: unpickle a torch file fully, which runs code from it (trusted files only).
     """
     if params is not None:
         raise ConvertError("--params is for baskerville checkpoints; borzoi-pytorch models "
                            "carry their own config")
-    sd, hf, _ = load_source(path)
+    sd, hf, _ = load_source(path, trust_pickle)
     cfg = infer_config(sd, hf, source=str(path), window_len=window_len,
                        bins_to_return=bins_to_return,
                        position_basis_length=position_basis_length)

@@ -2,8 +2,9 @@
 
 Sources: a file written by ``torch.save(model)`` holding a whole ``BPNet`` or ``ChromBPNet``
 module (bpnet-lite's own way of saving), or a ``state_dict`` of one. Whole modules are
-pickles: they are loaded with ``torch.load(weights_only=False)`` here, in the converter, and
-only because the user asked to convert that very file; veff's native format never unpickles.
+pickles that only a full unpickle can read, which runs code from the file: veff does that
+only with ``trust_pickle=True`` (``veff convert --trust-pickle``); a ``state_dict`` file is
+read with ``torch.load(weights_only=True)`` (see veff/convert/torch_files.py).
 
 bpnet-lite's ``BPNet`` pads every convolution ("same") and trims afterwards; with its
 default ``trimming = 47 + sum(2**i)`` that is exactly chromBPNet's valid-conv tower, so the
@@ -23,6 +24,7 @@ import numpy as np
 
 from veff.convert.chrombpnet_h5 import to_converted
 from veff.convert.common import ConvertError, Converted, assign
+from veff.convert.torch_files import load_torch
 from veff.models import bpnet
 from veff.models.bpnet import ACCESSIBILITY, BIAS, BPNetConfig
 
@@ -30,24 +32,8 @@ FORMAT = "bpnet-lite"
 _RCONV = re.compile(r"^rconvs\.(\d+)\.(weight|bias)$")
 
 
-def _load(path: str) -> Any:
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # a whole pickled module, not a plain state_dict
-    except Exception as e:  # noqa: BLE001 - torch raises many types for non-torch files
-        raise ConvertError(f"{path}: cannot read as a torch file ({type(e).__name__}: {e})") \
-            from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ConvertError(
-            f"{path}: cannot unpickle ({type(e).__name__}: {e}); is bpnet-lite installed?"
-        ) from None
+def _load(path: str, trust_pickle: bool) -> Any:
+    return load_torch(path, trust_pickle=trust_pickle)
 
 
 def _default_trimming(n_layers: int) -> int:
@@ -140,10 +126,11 @@ def _split_state(sd: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"model": sd}
 
 
-def read(path: str | Path, *, input_len: int = 2114) -> Converted:
-    """One bpnet-lite file (whole module or state dict) -> a "bpnet" or "chrombpnet" model."""
+def read(path: str | Path, *, input_len: int = 2114, trust_pickle: bool = False) -> Converted:
+    """One bpnet-lite file (whole module or state dict) -> a "bpnet" or "chrombpnet" model;
+    a whole module needs ``trust_pickle`` (a full unpickle runs code from the file)."""
     path = str(path)
-    obj = _load(path)
+    obj = _load(path, trust_pickle)
     if isinstance(obj, dict):
         try:
             parts = _split_state(obj)

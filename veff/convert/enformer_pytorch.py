@@ -39,6 +39,7 @@ import numpy as np
 
 from veff.checkpoint import Checkpoint, save_checkpoint
 from veff.convert.common import ConvertError, Converted, assign, source_record
+from veff.convert.torch_files import load_torch
 from veff.models import enformer
 from veff.models.enformer import EnformerConfig
 
@@ -62,7 +63,7 @@ def _to_numpy(v: Any) -> np.ndarray:
     return np.asarray(v)
 
 
-def _load_file(path: Path) -> dict[str, np.ndarray]:
+def _load_file(path: Path, trust_pickle: bool = False) -> dict[str, np.ndarray]:
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
 
@@ -70,15 +71,9 @@ def _load_file(path: Path) -> dict[str, np.ndarray]:
             return dict(load_file(str(path)))
         except Exception as e:  # noqa: BLE001 - safetensors raises several types
             raise ConvertError(f"{path}: cannot read as safetensors ({e})") from None
-    import torch
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for non-torch files
-        raise ConvertError(
-            f"{path}: cannot read as a torch state dict ({type(e).__name__}: {e}); save the "
-            "model's state_dict(), not the module"
-        ) from None
+    obj = load_torch(path, trust_pickle=trust_pickle)
+    if callable(getattr(obj, "state_dict", None)):  # a whole module (only with trust_pickle)
+        obj = obj.state_dict()
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
@@ -100,7 +95,8 @@ def _weight_files(directory: Path) -> list[Path]:
     raise ConvertError(f"{directory}: no {' or '.join(_WEIGHT_FILES)} (or sharded index) here")
 
 
-def load_source(source: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any], list[Path]]:
+def load_source(source: str | Path, trust_pickle: bool = False
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any], list[Path]]:
     """(state dict as numpy, HF config.json dict or {}, weight files read)."""
     source = Path(source)
     if source.is_dir():
@@ -111,6 +107,8 @@ def load_source(source: str | Path) -> tuple[dict[str, np.ndarray], dict[str, An
                 hf_config = json.loads((source / "config.json").read_text())
             except json.JSONDecodeError as e:
                 raise ConvertError(f"{source / 'config.json'}: invalid JSON ({e})") from None
+            if not isinstance(hf_config, dict):
+                raise ConvertError(f"{source / 'config.json'}: not a JSON object")
     elif source.is_file():
         files, hf_config = [source], {}
     else:
@@ -119,7 +117,7 @@ def load_source(source: str | Path) -> tuple[dict[str, np.ndarray], dict[str, An
     for f in files:
         if not f.is_file():
             raise ConvertError(f"{f}: listed in the index but missing")
-        state.update(_load_file(f))
+        state.update(_load_file(f, trust_pickle))
     return state, hf_config, files
 
 
@@ -307,9 +305,7 @@ def load_tf_gammas() -> np.ndarray:
             "installed (pip install enformer-pytorch), or convert with use_tf_gamma=False "
             "(enformer-pytorch's formula) / gamma_basis='tf' (TF's formula)"
         )
-    import torch
-
-    table = _to_numpy(torch.load(str(path), map_location="cpu", weights_only=True))
+    table = _to_numpy(load_torch(path))
     expected = (2 * enformer.TF_GAMMA_LEN - 1, enformer.TF_GAMMA_BASIS)
     if table.shape != expected:
         raise ConvertError(f"{path}: TF gamma table has shape {table.shape}, expected {expected}")
@@ -328,17 +324,19 @@ def read(
     target_length: int | None = None,
     head: str = "human",
     track_names: list[str] | None = None,
+    trust_pickle: bool = False,
 ) -> Converted:
     """One enformer-pytorch source -> veff "enformer" params and config.
 
     ``gamma_basis`` ("tf", "tf_table", "enformer_pytorch") overrides ``use_tf_gamma``;
     give at most one. ``target_length`` defaults to config.json's when it fits the window,
-    else to the derived crop (896 at 196,608 bp).
+    else to the derived crop (896 at 196,608 bp). ``trust_pickle``: unpickle a ``.bin``/
+    ``.pt`` fully, which runs code from the file (only for files you trust).
     """
     src = str(source)
     if use_tf_gamma is not None and gamma_basis is not None:
         raise ConvertError("give use_tf_gamma or gamma_basis, not both")
-    raw, hf_config, _ = load_source(source)
+    raw, hf_config, _ = load_source(source, trust_pickle)
     state = canonical_keys(raw, src)
     hp = infer_hparams(state, hf_config, src)
 

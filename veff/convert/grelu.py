@@ -49,17 +49,16 @@ Numerics that the keys do not carry, and what is checked:
   the bare ``LightningModel.model`` output instead (gReLU's ``logits=True``).
 - The crop: ``crop_len`` bins per side, so ``output_len = bins - 2 * crop_len``.
 
-Loading: ``torch.load(weights_only=True)``; numpy scalars in ``performance`` (gReLU issue
-#193) are allowed by name; anything else needs a full unpickle, done with a warning
-(unpickling runs code from the file: convert only checkpoints you trust).
+Loading: ``torch.load(weights_only=True)`` plus, by exact name, the numpy scalar and dtype
+globals that metrics in ``performance`` need (gReLU issue #193; see
+veff/convert/torch_files.py). A checkpoint that needs anything else is refused unless
+``trust_pickle`` (``veff convert --trust-pickle``): a full unpickle runs code from the file.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +67,7 @@ import numpy as np
 from veff.convert import borzoi_pytorch as bzp
 from veff.convert import enformer_pytorch as efp
 from veff.convert.common import ConvertError, Converted, assign
+from veff.convert.torch_files import load_torch, numpy_scalar_globals
 from veff.models import borzoi, enformer
 from veff.models.borzoi import BorzoiConfigError
 from veff.models.enformer import EnformerConfig
@@ -91,48 +91,13 @@ _TRAIN_DEFAULTS = {"task": "binary", "loss": "bce"}  # grelu.lightning.default_t
 
 
 # ----------------------------------------------------------------------------- loading
-def _resolve_global(name: str) -> Any:
-    module, _, attr = name.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
-def _numpy_dtype_classes() -> list[Any]:
-    import numpy.dtypes
-
-    return [np.dtype] + [getattr(numpy.dtypes, n) for n in dir(numpy.dtypes)
-                         if n.endswith("DType") and isinstance(getattr(numpy.dtypes, n), type)]
-
-
-def load_ckpt(path: str | Path) -> tuple[dict[str, Any], str]:
+def load_ckpt(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, Any], str]:
     """(the checkpoint dict, how it was unpickled: "weights_only" or "full")."""
-    import torch
-
     path = str(path)
-    try:
-        obj, how = torch.load(path, map_location="cpu", weights_only=True), "weights_only"
-    except Exception as first:  # noqa: BLE001 - torch raises many types for foreign files
-        try:
-            needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # noqa: BLE001 - not a torch zip file at all
-            raise ConvertError(f"{path}: cannot read as a torch checkpoint "
-                               f"({type(first).__name__}: {first})") from None
-        try:
-            if needed and all(g.startswith("numpy.") for g in needed):
-                # numpy scalars in ``performance`` (gReLU issue #193): data, not code. A
-                # scalar also needs its dtype class, which the scan above does not list.
-                allowed = [_resolve_global(g) for g in needed] + _numpy_dtype_classes()
-                with torch.serialization.safe_globals(allowed):
-                    obj = torch.load(path, map_location="cpu", weights_only=True)
-                how = "weights_only"
-            else:
-                warnings.warn(f"{path}: needs a full unpickle ({', '.join(needed)}); this runs "
-                              "code from the file, convert only checkpoints you trust",
-                              stacklevel=2)
-                obj, how = torch.load(path, map_location="cpu", weights_only=False), "full"
-        except ConvertError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise ConvertError(f"{path}: cannot unpickle ({type(e).__name__}: {e})") from None
+    if trust_pickle:
+        obj, how = load_torch(path, trust_pickle=True), "full"
+    else:
+        obj, how = load_torch(path, allow=numpy_scalar_globals()), "weights_only"
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise ConvertError(f"{path}: not a Lightning checkpoint (no state_dict)")
     hp = obj.get("hyper_parameters")
@@ -355,16 +320,18 @@ def _output_activation(model_type: str, mp: dict[str, Any], tp: dict[str, Any],
 
 # ----------------------------------------------------------------------------- entry
 def read(path: str | Path, *, head: str | None = None, window_len: int | None = None,
-         gamma_basis: str | None = None, apply_task_activation: bool = True) -> Converted:
+         gamma_basis: str | None = None, apply_task_activation: bool = True,
+         trust_pickle: bool = False) -> Converted:
     """One gReLU Lightning checkpoint (Enformer or Borzoi family) -> Converted.
 
     ``head``: the veff head name (default from ``data_params.train.genome``: "mouse" for
     mm*/GRCm*, else "human"; Borzoi allows only those two). ``window_len`` defaults to
     ``data_params.train.seq_len``, else the architecture's published length.
-    ``gamma_basis`` (Enformer only) overrides gReLU's "enformer_pytorch".
+    ``gamma_basis`` (Enformer only) overrides gReLU's "enformer_pytorch". ``trust_pickle``:
+    unpickle fully, which runs code from the file (only for checkpoints you trust).
     """
     src = str(path)
-    ckpt, how = load_ckpt(path)
+    ckpt, how = load_ckpt(path, trust_pickle)
     hp = ckpt["hyper_parameters"]
     mp = hp["model_params"]
     tp = hp.get("train_params") or {}

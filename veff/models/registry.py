@@ -90,7 +90,9 @@ def list_models() -> list[dict[str, Any]]:
             continue
         try:
             doc = json.loads(cfg.read_text())
-        except (OSError, json.JSONDecodeError):
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             out.append({"name": d.name, "arch": "invalid", "window": None, "tracks": [],
                         "path": str(d)})
             continue
