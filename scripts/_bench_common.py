@@ -208,25 +208,31 @@ def score_capturing(scorer, windows) -> tuple[dict, float, float | None, str]:
     step when the model has one."""
     import jax
 
-    attr = "_pair_step" if getattr(scorer, "_pair_step", None) is not None else "_full_step"
-    jitted = getattr(scorer, attr)
+    pair = True in scorer._steps
+    compile_step = scorer._compile
     captured = []
 
-    def record(*args):
-        captured.append(args)
-        return jitted(*args)
+    def record(p, rows):
+        compiled = compile_step(p, rows)
 
-    setattr(scorer, attr, record)
+        def call(*args):
+            captured.append(args)
+            return compiled(*args)
+
+        return call
+
+    scorer._compile = record
     try:
         t = time.perf_counter()
         scores = scorer.score(windows)
         seconds = time.perf_counter() - t
     finally:
-        setattr(scorer, attr, jitted)
+        del scorer._compile
     jax.block_until_ready(captured)
-    flops = xla_flops(jitted, *captured[0])
-    name = "incremental ALT step" if attr == "_pair_step" else "full REF+ALT step"
-    return scores, seconds, (None if flops is None else flops / scorer.step_size), name
+    flops = xla_flops(scorer._steps[pair], *captured[0])
+    name = "incremental ALT step" if pair else "full REF+ALT step"
+    rows = captured[0][2].shape[0]  # the step's (bucketed) batch
+    return scores, seconds, (None if flops is None else flops / rows), name
 
 
 def forward_flops(handle, batch: int = 1) -> float | None:
@@ -310,7 +316,7 @@ def ratio_line(label: str, veff: float, peer: float, targets: dict[str, float]) 
 
 def long_context_bench(*, label: str, torch_model, ckpt: Path, torch_forward, workdir: Path,
                        num_variants: int, bf16: bool, analytic_flops: float | None,
-                       seed: int = 0, extra_peers: tuple = ()) -> None:
+                       seed: int = 0, extra_peers: tuple = ()) -> dict[str, Any]:
     """Enformer/Borzoi: REF+ALT per variant, no RC, veff vs a PyTorch peer on the same
     converted weights and the same windows; prints s/variant for both and the ratio, and
     veff's forward rate against JAX's fp32 GEMM rate.
@@ -319,7 +325,9 @@ def long_context_bench(*, label: str, torch_model, ckpt: Path, torch_forward, wo
     ``analytic_flops``: FLOPs of one full forward from the reference notes (None: XLA's).
     ``extra_peers``: (label, run) pairs, fp32 only; ``run(variants, windows)`` scores the
     same SNVs its own way and returns (total seconds, (N, T) SUM = sum_p ALT - sum_p REF on
-    veff's windows, max |sum_p REF|, how it ran)."""
+    veff's windows, max |sum_p REF|, how it ran). Returns the variants, windows and every
+    (N, T) SUM computed: {"variants", "windows", "veff": {prec: SUM}, "peers": {label prec:
+    SUM}} (for a float64 reference check)."""
     import torch
 
     from veff.engine import ModelScorer, ScoreOptions
@@ -361,6 +369,7 @@ def long_context_bench(*, label: str, torch_model, ckpt: Path, torch_forward, wo
                   f"variant ({executed / (2 * full):.0%} of 2 full forwards) -> {ex:.1f} "
                   f"GFLOP/s = {ex / rates['jax_fp32']:.0%} of JAX fp32 GEMM")
 
+    peer_sums: dict[str, np.ndarray] = {}
     for prec in precisions:
         dtype = torch.bfloat16 if prec == "bf16" else torch.float32
         total, diffs, ref_sums = 0.0, [], []
@@ -370,8 +379,10 @@ def long_context_bench(*, label: str, torch_model, ckpt: Path, torch_forward, wo
                 t = time.perf_counter()
                 y = torch_forward(torch_model, x).float().numpy()
                 total += time.perf_counter() - t
-                diffs.append(y[1].sum(0) - y[0].sum(0))
+                # per-bin difference, summed in float64: the peer's forward error only
+                diffs.append((y[1].astype(np.float64) - y[0]).sum(0))
                 ref_sums.append(y[0].sum(0))
+        peer_sums[f"{label} {prec}"] = np.stack(diffs)
         _peer_report(label, prec, total / len(variants), np.stack(diffs),
                      float(np.max(np.abs(np.stack(ref_sums)))), sums["fp32"], v_sec[prec],
                      2 * (analytic_flops or full),
@@ -379,12 +390,14 @@ def long_context_bench(*, label: str, torch_model, ckpt: Path, torch_forward, wo
                      f"{'autocast bf16' if prec == 'bf16' else 'fp32'}")
     for peer_label, run_peer in extra_peers:
         total, peer_sum, ref_scale, how = run_peer(variants, windows)
+        peer_sums[f"{peer_label} fp32"] = peer_sum
         _peer_report(peer_label, "fp32", total / len(variants), peer_sum, ref_scale,
                      sums["fp32"], v_sec["fp32"], 2 * (analytic_flops or full), how)
     if bf16 and not {"avx512_bf16", "amx_bf16"} & cpu_flags():
         print("note: this CPU has neither AVX512-BF16 nor AMX: torch's oneDNN has no fast bf16 "
               "kernel here (see the bf16 GEMM rates above); an AMX CPU would change the "
               "torch bf16 figure, XLA's CPU backend does not use AMX.")
+    return {"variants": variants, "windows": windows, "veff": sums, "peers": peer_sums}
 
 
 def _peer_report(label: str, prec: str, sec: float, peer_sum: np.ndarray, ref_scale: float,
@@ -395,10 +408,9 @@ def _peer_report(label: str, prec: str, sec: float, peer_sum: np.ndarray, ref_sc
     scale = float(np.max(np.abs(peer_sum)))
     print(f"\n{label} {prec}: {sec:.2f} s/variant ({how}); "
           f"{flops_per_variant / sec / 1e9:.1f} GFLOP/s")
-    # SUM = sum_p ALT - sum_p REF cancels: fp32 rounding of the two sums (~1e-7 of their
-    # size per add) is the floor of this difference, not the SUM itself.
+    # Relative to the effect (max |SUM|), not to max |sum_p REF|: SUM is a small difference
+    # of two large sums, and dividing by their size hides errors in the difference.
     print(f"  same weights check: max |SUM veff fp32 - SUM {label} {prec}| = {err:.3g} "
-          f"= {err / ref_scale:.1e} of max |sum_p REF| ({ref_scale:.3g}); max |SUM| "
-          f"{scale:.3g}")
+          f"= {err / scale:.1e} of max |SUM| ({scale:.3g}); max |sum_p REF| {ref_scale:.3g}")
     print(f"{prec}: veff/{label} speed = {sec / veff_sec:.2f}x "
           f"(s/variant {veff_sec:.2f} vs {sec:.2f})")

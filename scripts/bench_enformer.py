@@ -23,6 +23,11 @@ loader worker), timed as a user calls it: dataset building and Lightning's predi
 included. gReLU puts the variant at 0-based L/2 - 1, veff at L/2, so the same-weights check
 runs gReLU's model on veff's windows (untimed), and the script prints how far gReLU's own
 windows move the SUM.
+
+Fidelity: the same-weights checks print errors relative to the largest |SUM| (the effect),
+and a last check runs enformer-pytorch in float64 (``.double()``) on the same windows and
+prints every fp32 SUM's error against it on that scale (scripts/fidelity_enformer.py does
+this alone for the full-size model).
 """
 
 from __future__ import annotations
@@ -78,13 +83,34 @@ def main() -> None:
         return m(x, head="human")
 
     peers = (("gReLU", grelu_peer(model, cfg, workdir)),) if with_grelu else ()
-    bc.long_context_bench(label="enformer-pytorch", torch_model=model, ckpt=workdir / "ckpt",
-                          torch_forward=forward, workdir=workdir, num_variants=args.variants,
-                          bf16=args.bf16, analytic_flops=FULL_TFLOP if args.original else None,
-                          extra_peers=peers)
+    run = bc.long_context_bench(label="enformer-pytorch", torch_model=model,
+                                ckpt=workdir / "ckpt", torch_forward=forward, workdir=workdir,
+                                num_variants=args.variants, bf16=args.bf16,
+                                analytic_flops=FULL_TFLOP if args.original else None,
+                                extra_peers=peers)
+    float64_check(model, run)
     if tmp:
         tmp.cleanup()
     print(f"\nload average at end: {bc.load_average()}")
+
+
+def float64_check(model, run: dict) -> None:
+    """Every fp32 SUM of the run against enformer-pytorch in float64 (``.double()``) on the
+    same windows, relative to the largest |SUM| (the effect scale)."""
+    import copy
+
+    import numpy as np
+    import torch
+    from fidelity_enformer import relative_errors, torch_sums
+
+    ref, _ = torch_sums(copy.deepcopy(model).double(), run["windows"], dtype=torch.float64)
+    fp32 = {"veff fp32": run["veff"]["fp32"],
+            **{k: v for k, v in run["peers"].items() if k.endswith("fp32")}}
+    errs = relative_errors(ref, **fp32)
+    print(f"\nfloat64 reference (enformer-pytorch .double(), same windows): max |SUM| "
+          f"{np.max(np.abs(ref)):.4g}")
+    for k, e in errs.items():
+        print(f"  {k}: max |SUM - SUM_f64| / max |SUM_f64| = {e:.2e}")
 
 
 def grelu_peer(model, cfg, workdir: Path):

@@ -101,7 +101,7 @@ def score(
     ``out``: where to write the store; without it the result is loaded into memory and the
     temporary store removed."""
     from veff.engine import ScoreOptions
-    from veff.pipeline import RunSpec, default_chunk_size, run
+    from veff.pipeline import RunSpec, run
 
     run_fields, score_fields = _spec_fields()
     unknown = [k for k in options if k not in run_fields | score_fields]
@@ -116,7 +116,6 @@ def score(
             value = score_kw[key]
             score_kw[key] = tuple([value] if isinstance(value, (str, int)) else value)
     score_opts = ScoreOptions(**score_kw)
-    options.setdefault("chunk_size", default_chunk_size(score_opts.batch_size))
     models = (models,) if isinstance(models, (str, os.PathLike)) else tuple(models)
 
     tmp = None

@@ -71,12 +71,36 @@ def check(variants, genome, ref_mismatch, max_indel_len):
 
 
 # ----------------------------------------------------------------------------- score
+class _BatchSize(click.ParamType):
+    """``auto`` or a whole number ≥ 1."""
+
+    name = "N|auto"
+
+    def get_metavar(self, *args, **kwargs):
+        return "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto":
+            return value
+        try:
+            n = int(str(value))
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is not auto or a whole number ≥ 1", param, ctx)
+        return n
+
+
 _RUN_OPTIONS = [
     click.argument("variants", type=click.Path(dir_okay=False)),
     click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped)."),
     click.option("--model", "models", multiple=True, required=True, help="Checkpoint directory or registered name; repeat for several."),
     click.option("--out", required=True, type=click.Path(), help="Output Zarr store."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+    click.option("--batch-size", type=_BatchSize(), default="auto", show_default=True,
+                 help="Variants per device step, or auto: the largest power of two (per device, "
+                 "≤ 256) whose compiled step fits in 60% of available RAM on CPU, 80% of free "
+                 "device memory on GPU/TPU ($VEFF_MEMORY_BUDGET bytes overrides); printed at "
+                 "start. See docs/performance.md."),
     click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement)."),
     click.option("--stats", default=None, callback=lambda ctx, param, v: _check_stats(v),
                  help="Comma-separated statistics (default: all that apply)."),
@@ -106,6 +130,10 @@ _RUN_OPTIONS = [
                  help="REF's first base at L//2 (veff) or L//2-1 (baskerville hound_snp, gReLU)."),
     click.option("--keep-strands", is_flag=True, help="Binned models: keep both strands of strand-paired tracks (default: sum them, as hound_snp)."),
     click.option("--no-indel-align", is_flag=True, help="Binned models: compare indel bins unaligned (default: stitch ALT at the variant)."),
+    click.option("--indel-windows", type=click.Choice(["veff", "variant-scorer"]), default="veff", show_default=True,
+                 help="Windows at the normalised variant (veff) or at the input's own POS and alleles (variant-scorer)."),
+    click.option("--genes", default=None, type=click.Path(exists=True, dir_okay=False),
+                 help="Binned models: GTF (plain or .gz); adds the (variant, gene) table scores/<model>/genes/."),
 ]
 
 
@@ -120,7 +148,8 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
                       center_bp, chunk_size, shifts, untransform, peaks, null_shuffles,
                       null_variants, seed, devices, groups, background_n, no_consensus,
                       overwrite, ref_mismatch, max_indel_len, centering="veff",
-                      keep_strands=False, no_indel_align=False, resume=False):
+                      keep_strands=False, no_indel_align=False, resume=False,
+                      indel_windows="veff", genes=None):
     from veff.engine import ScoreOptions
     from veff.pipeline import RunSpec
 
@@ -141,6 +170,7 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
         centering=centering,
         keep_strands=keep_strands,
         indel_align=not no_indel_align,
+        indel_windows=indel_windows,
     )
     return RunSpec(
         variants=variants,
@@ -160,6 +190,7 @@ def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats
         consensus=not no_consensus,
         groups=groups,
         background_n=background_n,
+        genes=genes,
     )
 
 
@@ -262,7 +293,7 @@ def simulate(out_dir, seed, tiny, num_contigs, contig_len, num_peaks):
 @click.option("--input-len", type=int, default=None, help="chromBPNet/bpnet-lite: input length for files that do not record it.")
 @click.option("--output-len", type=int, default=None, help="chromBPNet h5: output length for files that do not record it.")
 @click.option("--use-tf-gamma/--no-use-tf-gamma", default=None,
-              help="enformer-pytorch: reproduce its use_tf_gamma setting (default: the TF table where it fits).")
+              help="enformer-pytorch: override the gamma basis (default: as the source's config.json says; where it does not, the TF table where it fits).")
 @click.option("--trust-pickle", is_flag=True,
               help="Torch files (bpnet-lite, enformer-pytorch, borzoi-pytorch, grelu): unpickle "
               "fully; runs code from the file; only for files you trust.")
@@ -351,7 +382,7 @@ def report(store, out, genome, models, top):
 
 @main.command("export")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", required=True, type=click.Choice(["tsv", "parquet", "polyfun", "vcf"]))
+@click.option("--format", "fmt", required=True, type=click.Choice(["tsv", "parquet", "polyfun", "vcf", "genes"]))
 @click.option("--out", required=True, type=click.Path(), help="File (polyfun: prefix for PATH.<chrom>.annot.parquet).")
 @click.option("--wide", is_flag=True, help="tsv/parquet: one row per variant instead of one per score.")
 @_one_line_errors

@@ -173,11 +173,15 @@ def _score_options(root, model: str):
     return ScoreOptions(
         stats=tuple(stats),
         rc=bool(opts.get("rc", True)),
-        batch_size=int(opts.get("batch_size", 64)),
+        batch_size=_batch_size(opts.get("batch_size", 64)),
         precision=str(opts.get("precision", "fp32")),
         center_bp=opts.get("center_bp"),
         devices=opts.get("devices"),
     )
+
+
+def _batch_size(value) -> int | str:
+    return "auto" if value == "auto" else int(value)
 
 
 def _model_spec(root, model: str, models: Mapping[str, str] | None) -> str:

@@ -2,7 +2,8 @@
 complements) and reduces the pair of predictions to scores on the device.
 
 Only (B, T) score arrays leave the device. Tokens travel as uint8 and are one-hot encoded on
-the device. Every batch is padded to the same static size so each model compiles once.
+the device. Full batches share one static size; a short last batch is padded only to its
+bucket (the next power of two, see ``sharding.bucket_size``), so few shapes compile.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from veff.models.base import ModelHandle
 
 
 
+_STEP_NAMES = {False: "full", True: "incremental"}
+
+
 class ScoringError(Exception):
     """A scoring request that cannot be honoured (unknown statistic, wrong model kind)."""
 
@@ -29,7 +33,7 @@ class ScoringError(Exception):
 class ScoreOptions:
     stats: tuple[str, ...] | None = None  # None: every statistic that applies to the model
     rc: bool = True
-    batch_size: int = 64
+    batch_size: int | str = "auto"  # rows per step, or "auto" (veff.autobatch)
     precision: str = "fp32"
     center_bp: int | None = None  # binned models: centre mask for the masked statistics
     devices: int | None = None  # use the first N local devices (None: all)
@@ -38,10 +42,12 @@ class ScoreOptions:
     centering: str = "veff"  # "veff": REF's first base at L//2; "baskerville": at L//2 - 1
     keep_strands: bool = False  # binned models: keep both strands of a strand pair
     indel_align: bool = True  # binned models: stitch ALT at the variant for indels
+    indel_windows: str = "veff"  # "variant-scorer": windows at the input's own POS/alleles
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
+        bs = self.batch_size
+        if bs != "auto" and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
+            raise ValueError(f"batch size must be auto or a whole number ≥ 1, got {bs!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if not self.shifts or len(set(self.shifts)) != len(self.shifts):
@@ -50,6 +56,8 @@ class ScoreOptions:
             raise ValueError(f"untransform must be new or legacy, got {self.untransform!r}")
         if self.centering not in ("veff", "baskerville"):
             raise ValueError(f"centering must be veff or baskerville, got {self.centering!r}")
+        if self.indel_windows not in ("veff", "variant-scorer"):
+            raise ValueError(f"indel windows must be veff or variant-scorer, got {self.indel_windows!r}")
 
     @property
     def centre_offset(self) -> int:
@@ -137,14 +145,69 @@ class ModelScorer:
         else:  # pragma: no cover - ModelHandle.kind is a Literal
             raise ScoringError(f"unknown model kind {handle.kind!r}")
         self.mesh = sharding.make_mesh(options.devices)
-        # Every step sees the same static batch shape, split evenly over the devices.
-        self.step_size = sharding.padded_batch_size(options.batch_size, self.mesh)
         self.params = sharding.replicate(handle.params, self.mesh)
-        self.peaks = _peak_array(peak_counts, handle.num_folds)
-        self._full_step = jax.jit(self._make_step(reduce, pair=False))
-        self._pair_step = (
-            jax.jit(self._make_step(reduce, pair=True)) if handle.apply_pair is not None else None
+        peaks = _peak_array(peak_counts, handle.num_folds)
+        self.peaks = None if peaks is None else sharding.replicate(peaks, self.mesh)
+        self._steps = {False: jax.jit(self._make_step(reduce, pair=False))}
+        if handle.apply_pair is not None:
+            self._steps[True] = jax.jit(self._make_step(reduce, pair=True))
+        # compiled steps by (incremental?, rows): full batches share one size, short last
+        # batches their bucket; ``compiled_shapes`` lists what ran or was compiled
+        self._compiled: dict[tuple[bool, int], Any] = {}
+        self.auto: dict[str, Any] = {}  # step name -> autobatch.Choice, once made
+        self._batch: dict[bool, int] = {}  # rows per full batch, by step (incremental?)
+        if options.batch_size != "auto":  # split evenly over the devices
+            size = sharding.padded_batch_size(options.batch_size, self.mesh)
+            self._batch = {pair: size for pair in self._steps}
+
+    @property
+    def step_size(self) -> int:
+        """Rows per full batch of the full step (see ``batch_rows``)."""
+        return self.batch_rows(False)
+
+    def batch_rows(self, pair: bool) -> int:
+        """Rows per full batch of one step. ``auto`` is resolved here, per step, on first
+        use: a scorer built only for its metadata (``plan``, a cluster client) compiles
+        nothing, and an SNV-only run never sizes (or compiles) the full step."""
+        if pair not in self._batch:
+            self._batch[pair] = self._choose_batch(pair)
+        return self._batch[pair]
+
+    @property
+    def compiled_shapes(self) -> list[tuple[str, int]]:
+        return sorted((_STEP_NAMES[pair], rows) for pair, rows in self._compiled)
+
+    def _compile(self, pair: bool, rows: int) -> Any:
+        """Lower and compile one step for ``rows`` rows (nothing runs)."""
+        if (pair, rows) not in self._compiled:
+            spec = sharding.batch_spec(self.mesh)
+            L = self.handle.window_len
+            args = [jax.ShapeDtypeStruct((rows, L), np.uint8, sharding=spec)] * 2 + [
+                jax.ShapeDtypeStruct((rows,), np.int32, sharding=spec)] * 2
+            self._compiled[pair, rows] = (
+                self._steps[pair].lower(self.params, self.peaks, *args).compile()
+            )
+        return self._compiled[pair, rows]
+
+    def _choose_batch(self, pair: bool) -> int:
+        """``--batch-size auto`` for one step (veff.autobatch): the full step, which indels
+        take, or the incremental SNV step."""
+        from veff import autobatch
+
+        o = self.options
+        key = (self.handle.sha256, self.handle.name, self.handle.window_len, o.precision, o.rc,
+               o.shifts, o.untransform, o.center_bp, tuple(self.stats),
+               None if self.peaks is None else self.peaks.shape, pair)
+        label = self.handle.name + (", SNV step" if pair else "")
+        choice, _ = autobatch.choose(
+            key, lambda rows: self._compile(pair, rows), num_devices=self.mesh.size,
+            devices=list(self.mesh.devices.flat), model=label,
         )
+        # of the search's executables keep the chosen size's (reused by every full batch)
+        self._compiled = {k: v for k, v in self._compiled.items()
+                          if k[0] != pair or k[1] == choice.batch_size}
+        self.auto[_STEP_NAMES[pair]] = choice
+        return choice.batch_size
 
     def _make_step(self, reduce: Callable, *, pair: bool) -> Callable:
         handle, rc, shifts = self.handle, self.options.rc, self.options.shifts
@@ -181,10 +244,11 @@ class ModelScorer:
 
         forward = incremental if pair else full
 
-        def one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len):
+        def one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len, genes):
             params = _compute_dtype_params(params, dtype)
             per_shift = [
-                reduce(forward(params, ref_tok, alt_tok, s, ref_len, alt_len), ref_len, alt_len, s, peaks)
+                reduce(forward(params, ref_tok, alt_tok, s, ref_len, alt_len), ref_len, alt_len, s, peaks,
+                       genes)
                 for s in shifts
             ]
             if len(per_shift) == 1:
@@ -192,49 +256,64 @@ class ModelScorer:
             # baskerville's order: statistics per shift, then their mean
             return jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *per_shift)
 
-        post = self._post or (lambda scores: scores)
+        merge = self._post or (lambda scores: scores)
 
-        def step(params, peaks, ref_tok, alt_tok, ref_len, alt_len):
+        def post(scores):  # gene statistics (keys "gene:…") are strand-selected, never merged
+            return {**merge(scores), **{k: v for k, v in scores.items() if k.startswith("gene:")}}
+
+        def step(params, peaks, ref_tok, alt_tok, ref_len, alt_len, *genes):
+            genes = genes or None  # binned models with --genes: (exon_mask, minus)
             if handle.num_folds == 1:
-                return post(one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len))
+                return post(one_fold(params, peaks, ref_tok, alt_tok, ref_len, alt_len, genes))
             peak_axis = None if peaks is None else 0
-            per_fold = jax.vmap(one_fold, in_axes=(0, peak_axis, None, None, None, None))(
-                params, peaks, ref_tok, alt_tok, ref_len, alt_len
+            per_fold = jax.vmap(one_fold, in_axes=(0, peak_axis, None, None, None, None, None))(
+                params, peaks, ref_tok, alt_tok, ref_len, alt_len, genes
             )
             # fold ensemble: the mean of per-fold scores (variant-scorer's summary)
             return post(jax.tree.map(lambda a: a.mean(axis=0), per_fold))
 
         return step
 
-    def score(self, windows: WindowBatch) -> dict[str, np.ndarray]:
-        """Scores for every row of ``windows``: {stat: (B, T) float32}.
+    def score(self, windows: WindowBatch, genes: Any = None) -> dict[str, np.ndarray]:
+        """Scores for every row of ``windows``: {stat: (B, T) float32}; with ``genes`` (a
+        ``veff.scoring.gene_pairs.GeneRows``, binned models) also {"gene:<stat>": (B, G, T')}.
 
         Single-base substitutions go through the incremental step when the model has one;
         everything else through the full step. Each step sees the same static batch shape
         (the last batch of each kind is padded and the padding dropped)."""
         n = len(windows.ref)
         snv = (windows.ref_len == 1) & (windows.alt_len == 1)
-        groups = [(np.flatnonzero(snv), self._pair_step), (np.flatnonzero(~snv), self._full_step)]
-        if self._pair_step is None:
-            groups = [(np.arange(n), self._full_step)]
+        groups = [(np.flatnonzero(snv), True), (np.flatnonzero(~snv), False)]
+        if True not in self._steps:
+            groups = [(np.arange(n), False)]
         out = {s: np.full((n, len(self.track_names)), np.nan, np.float32) for s in self.stats}
-        for rows, step in groups:
+        for rows, pair in groups:
             if len(rows):
-                for k, v in self._run(step, _take(windows, rows)).items():
-                    out[k][rows] = v.reshape(len(rows), -1)
+                sub = None if genes is None else genes.take(rows)
+                for k, v in self._run(pair, _take(windows, rows), sub).items():
+                    if k not in out:  # gene statistics
+                        out[k] = np.full((n, *v.shape[1:]), np.nan, np.float32)
+                    out[k][rows] = v.reshape(len(rows), *out[k].shape[1:])
         return out
 
-    def _run(self, step: Callable, windows: WindowBatch) -> dict[str, np.ndarray]:
-        n, bs = len(windows.ref), self.step_size
+    def _run(self, pair: bool, windows: WindowBatch, genes: Any = None) -> dict[str, np.ndarray]:
+        n, bs = len(windows.ref), self.batch_rows(pair)
         pending, spans = [], []
         for start in range(0, n, bs):
             stop = min(start + bs, n)
-            args = sharding.shard_batch(_padded_args(windows, start, stop, bs), self.mesh)
+            size = sharding.bucket_size(stop - start, bs, self.mesh)
+            args = _padded_args(windows, start, stop, size)
+            if genes is not None:
+                args = (*args, *genes.padded(start, stop, size))
+            args = sharding.shard_batch(args, self.mesh)
             # Dispatch is asynchronous: queue every step before reading any result back.
+            # with --genes the step takes the gene masks too (shapes of the GTF's density):
+            # jit's own cache compiles it per shape; the sizing above ignores the masks
+            step = self._steps[pair] if genes is not None else self._compile(pair, size)
             pending.append(step(self.params, self.peaks, *args))
             spans.append(stop - start)
         pieces = [{k: np.asarray(v)[:m] for k, v in p.items()} for p, m in zip(pending, spans)]
-        return {k: np.concatenate([p[k] for p in pieces]) for k in self.stats}
+        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]} if pieces else {}
 
 
 def _peak_array(peak_counts: np.ndarray | None, num_folds: int) -> jax.Array | None:
@@ -276,7 +355,7 @@ def _profile_reducer(handle: ModelHandle, options: ScoreOptions, peak_counts):
     ]
     stats = _select(options.stats, available, handle.name, profile.STAT_INFO)
 
-    def reduce(parts: list[dict], ref_len, alt_len, shift, sorted_peaks) -> dict[str, Any]:
+    def reduce(parts: list[dict], ref_len, alt_len, shift, sorted_peaks, genes=None) -> dict[str, Any]:
         if len(parts) == 4:
             ref = profile.rc_average(parts[0], parts[2])
             alt = profile.rc_average(parts[1], parts[3])
@@ -296,6 +375,9 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
     pairs = [t.get("strand_pair", i) for i, t in enumerate(handle.tracks)]
     strand_pair = jnp.asarray(pairs, dtype=jnp.int32)
     off = options.centre_offset
+    from veff.scoring.genes import strand_tracks
+
+    gene_plus, gene_minus, _ = strand_tracks(handle.tracks)
     # baskerville averages the raw (squashed) RC pair, then untransforms (its ensemble model)
     untransform_after_rc = options.centering == "baskerville"
 
@@ -304,22 +386,32 @@ def _binned_reducer(handle: ModelHandle, options: ScoreOptions):
             return pred
         return tracks.untransform(pred, handle.tracks, legacy=options.untransform == "legacy")
 
-    def reduce(parts: list[dict], ref_len, alt_len, shift, peaks) -> dict[str, Any]:
+    def reduce(parts: list[dict], ref_len, alt_len, shift, peaks, genes=None) -> dict[str, Any]:
         n = len(parts) // 2 if options.rc else len(parts)
         preds = [p["tracks"] for p in parts[:n]]
+        diff = None  # ALT - REF per bin, averaged as a difference over the RC pair
         if options.rc:
             back = [tracks.rc_unflip(p["tracks"], strand_pair) for p in parts[n:]]
             if untransform_after_rc:
                 preds = [prepare(0.5 * (f + r)) for f, r in zip(preds, back)]
             else:
-                preds = [0.5 * (prepare(f) + prepare(r)) for f, r in zip(preds, back)]
+                fwd, back = [prepare(f) for f in preds], [prepare(r) for r in back]
+                preds = [0.5 * (f + r) for f, r in zip(fwd, back)]
+                if len(preds) == 2:  # mean of differences, not difference of means
+                    diff = 0.5 * ((fwd[1] - fwd[0]) + (back[1] - back[0]))
         else:
             preds = [prepare(p) for p in preds]
         ref, alt = preds[0], preds[1]
         geometry = dict(bin_size=handle.bin_size, window_len=handle.window_len, shift_bp=shift + off)
         if len(preds) == 3:  # indel alignment: right of the variant from the moved-back ALT
             alt = tracks.stitch_predictions(alt, preds[2], **geometry)
-        return tracks.compute_track_stats(ref, alt, specs, **geometry)
+        scores = tracks.compute_track_stats(ref, alt, specs, **geometry, diff=diff)
+        if genes is not None:  # exon masks in REF's bins; ALT as stitched for indels
+            from veff.scoring.genes import gene_stats
+
+            g = gene_stats(ref, alt, genes[0], genes[1], gene_plus, gene_minus)
+            scores.update({f"gene:{k}": v for k, v in g.items()})
+        return scores
 
     names, post = handle.track_names, None
     merge = any("strand_pair" in t for t in handle.tracks) and not options.keep_strands

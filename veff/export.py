@@ -34,7 +34,7 @@ from veff import __version__
 from veff.integrity import reading, replaced_at_end, verify
 from veff.store import Store
 
-FORMATS = ("tsv", "parquet", "polyfun", "vcf")
+FORMATS = ("tsv", "parquet", "polyfun", "vcf", "genes")
 _VARIANT_COLS = ("chrom", "pos", "ref", "alt", "id", "status")
 _CONS_FIELDS = ("score", "sign_agreement", "num_strong", "num_models")
 # PLINK chromosome codes: PolyFun wants numeric CHR.
@@ -388,6 +388,10 @@ def export(store_path: str | Path, fmt: str, out: str | Path, *, wide: bool = Fa
             with replaced_at_end([out]) as (tmp,):
                 if fmt in ("tsv", "parquet"):
                     _write_table(src, tmp, parquet=fmt == "parquet", wide=wide)
+                elif fmt == "genes":  # the (variant, gene) tables (veff/export_genes.py)
+                    from veff.export_genes import write_genes_tsv
+
+                    write_genes_tsv(store, tmp)
                 else:
                     _write_vcf(src, tmp)
             return [out]

@@ -116,6 +116,8 @@ def run_fingerprint(spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle
         "--centering": o.centering,
         "--keep-strands": o.keep_strands,
         "--no-indel-align": not o.indel_align,
+        "--indel-windows": o.indel_windows,
+        "--genes": file_digest(spec.genes),
         "--ref-mismatch": spec.ref_mismatch,
         "--max-indel-len": spec.max_indel_len,
         "--peaks": file_digest(spec.peaks),

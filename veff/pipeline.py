@@ -49,6 +49,7 @@ class RunSpec:
     consensus: bool = True  # with ≥ 2 models, write consensus/ after scoring
     groups: str | None = None  # track-group YAML for the consensus
     background_n: int = 10_000  # random SNVs per model for the consensus background
+    genes: str | None = None  # binned models: GTF for the (variant, gene) table (genes_store)
 
     def __post_init__(self):
         if not self.models:
@@ -140,7 +141,9 @@ def build_scorers(
             options = dataclasses.replace(options, shifts=(0,), untransform=None, centering="veff")
         peaks = (peak_counts or {}).get(h.name)
         if peaks is None and spec.peaks is not None and h.kind == "profile":
-            peaks = predict_peak_counts(h, genome, spec.peaks, rc=options.rc, batch_size=options.batch_size)
+            # a forward-only pass over peak windows: auto takes the former default of 64
+            bs = 64 if options.batch_size == "auto" else options.batch_size
+            peaks = predict_peak_counts(h, genome, spec.peaks, rc=options.rc, batch_size=bs)
         scorers.append(ModelScorer(h, options, peak_counts=peaks))
     return scorers
 
@@ -189,6 +192,7 @@ def _window_attrs(s: ModelScorer) -> dict[str, Any]:
     if s.handle.kind == "binned":
         out["strands_merged"] = list(s.track_names) != list(s.handle.track_names)
         out["indel_align"] = "stitch" if o.indel_align else "none"
+    out["indel_windows"] = o.indel_windows
     return out
 
 
@@ -200,6 +204,11 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
     out = Path(spec.out)
     if spec.chunk_size is None:
         spec = dataclasses.replace(spec, chunk_size=default_chunk_size(spec.options.batch_size))
+    gene_index = None
+    if spec.genes is not None:  # before the store exists: a bad GTF leaves nothing behind
+        from veff import genes_store
+
+        gene_index = genes_store.prepare(scorers, spec.genes)
     variants = read_variants(
         spec.variants,
         genome,
@@ -217,7 +226,7 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
         with _store.write_errors(out, "the store is not finished: fix it, then rerun with "
                                  "--resume (it starts over)"):
             store.root.attrs["centering"] = spec.options.centering
-            _add_models(spec, store, genome, scorers)
+            _add_models(spec, store, genome, scorers, gene_index)
             store.root.attrs["fingerprint"] = run_fingerprint(spec, genome, [s.handle for s in scorers])
             store.mark_ready()
     except BaseException:
@@ -226,7 +235,8 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
     return store
 
 
-def _add_models(spec: RunSpec, store: Store, genome: Genome, scorers: list[ModelScorer]) -> None:
+def _add_models(spec: RunSpec, store: Store, genome: Genome, scorers: list[ModelScorer],
+                gene_index: Any = None) -> None:
     for s in scorers:
         stats = dict(s.formulas)
         if spec.null_shuffles and s.handle.kind == "profile":
@@ -246,6 +256,11 @@ def _add_models(spec: RunSpec, store: Store, genome: Genome, scorers: list[Model
             store.write_model_array(s.handle.name, "peak_counts", np.asarray(s.peaks),
                                     ["fold", "peak"] if s.peaks.ndim == 2 else ["peak"],
                                     {"meaning": "sorted RC-averaged predicted counts of the --peaks set"})
+    store.root.attrs["indel_windows"] = spec.options.indel_windows
+    if spec.genes is not None:
+        from veff import genes_store
+
+        genes_store.create(store, scorers, spec.genes, spec.options.indel_windows, gene_index)
     if spec.null_shuffles:
         _write_nulls(spec, store, genome, scorers)
 
@@ -267,6 +282,9 @@ def open_run(
             check_resume(spec, genome, handles)
             store = Store.open(spec.out)
             try:
+                from veff.genes_store import check_resume as check_genes
+
+                check_genes(store, store.model_names(), spec.genes)
                 return store, scorers_for_store(store, spec, genome, list(handles))
             except BaseException:
                 store.close()
@@ -327,22 +345,30 @@ def load_nulls(store: Store, scorer: ModelScorer) -> dict[str, np.ndarray] | Non
 
 
 def _windows_for_chunk(
-    store: Store, genome: Genome, chunk: int, lengths: list[int]
-) -> tuple[int, list[Variant], dict[int, WindowBatch]]:
+    store: Store, genome: Genome, chunk: int, lengths: list[tuple[int, int, str]]
+) -> tuple[int, list[Variant], dict[tuple, WindowBatch]]:
     start, stop = store.chunk_range(chunk)
     variants = store.read_variants(start, stop)
     return start, variants, {
-        (L, off): oriented_windows(genome, variants, L, centre_offset=off) for L, off in set(lengths)
+        (L, off, mode): oriented_windows(genome, variants, L, centre_offset=off, indel_windows=mode)
+        for L, off, mode in set(lengths)
     }
 
 
 def oriented_windows(
-    genome: Genome, variants: Sequence[Variant], length: int, *, centre_offset: int = 0
+    genome: Genome, variants: Sequence[Variant], length: int, *, centre_offset: int = 0,
+    indel_windows: str = "veff",
 ) -> WindowBatch:
     """Windows with REF and ALT as the input gave them: a row swapped by ``--ref-mismatch
     flip`` (an SNV whose input REF is not the genome base) scores the input's REF window
     (the genome with that base substituted) against the input's ALT window (the genome), so
-    every statistic — signed, unsigned, per allele — refers to the user's alleles."""
+    every statistic — signed, unsigned, per allele — refers to the user's alleles.
+    ``indel_windows="variant-scorer"``: windows at the input's own position and alleles
+    (``veff.io.windows.as_input``)."""
+    if indel_windows == "variant-scorer":
+        from veff.io.windows import as_input
+
+        variants = [as_input(v) for v in variants]
     w = build_windows(genome, variants, length, centre_offset=centre_offset)
     flipped = np.array([v.flipped for v in variants], dtype=bool)
     if not flipped.any():
@@ -359,6 +385,7 @@ def score_chunks(
     chunks: Sequence[int],
     progress: ProgressFn | None = None,
     stop: StopRequest | None = None,
+    gtf: str | None = None,
 ) -> None:
     """Score ``chunks`` for every model, writing each chunk then marking it done.
 
@@ -368,11 +395,17 @@ def score_chunks(
 
     ``stop`` (see veff.signals): once set, no new chunk is started; the ones scored are
     written and marked done, then :class:`~veff.signals.Interrupted` is raised."""
-    lengths = [(s.handle.window_len, s.options.centre_offset) for s in scorers]
+    lengths = [(s.handle.window_len, s.options.centre_offset, s.options.indel_windows) for s in scorers]
     nulls = {s.handle.name: load_nulls(store, s) for s in scorers}
+    from veff import genes_store
+
+    gene_index = genes_store.store_index(store, gtf)
 
     def write(start: int, chunk: int, results: list[tuple[str, dict, np.ndarray]], rows: int) -> None:
         for name, scores, padded in results:
+            gene_part = scores.pop("_genes", None)
+            if gene_part is not None:
+                gene_part[0].write(store, name, gene_part[1])
             store.write_scores(name, start, scores, padded)
         store.mark_done(chunk)
         if progress is not None:
@@ -395,12 +428,19 @@ def score_chunks(
             ok = np.array([v.status is Status.OK for v in variants])
             results = []
             for s in scorers:
-                wb = windows[(s.handle.window_len, s.options.centre_offset)]
-                scores = s.score(wb)
+                wb = windows[(s.handle.window_len, s.options.centre_offset, s.options.indel_windows)]
+                cg = None
+                if gene_index is not None and genes_store.has_genes(store, s.handle.name):
+                    cg = genes_store.ChunkGenes(store, s, gene_index, chunk, s.options.indel_windows)
+                scores = s.score(wb, None if cg is None else cg.gene_rows)
+                if cg is not None:
+                    scores["_genes"] = (cg, {k: scores.pop(k) for k in list(scores)
+                                             if k.startswith(genes_store.PREFIX)})
                 if nulls[s.handle.name] is not None:
                     scores.update(pvalues(scores, nulls[s.handle.name]))
-                for values in scores.values():
-                    values[~ok] = np.nan
+                for k, values in scores.items():
+                    if k != "_genes":
+                        values[~ok] = np.nan
                 results.append((s.handle.name, scores, wb.padded & ok))
             if written is not None:
                 written.result()  # at most one chunk in flight; surfaces write errors
@@ -419,7 +459,7 @@ def run(spec: RunSpec, progress: ProgressFn | None = None,
     store, scorers = open_run(spec, genome, handles)
     try:
         todo = store.pending_chunks()
-        score_chunks(store, genome, scorers, todo, progress, stop)
+        score_chunks(store, genome, scorers, todo, progress, stop, gtf=spec.genes)
     except BaseException:
         store.close()
         raise
@@ -466,8 +506,11 @@ def profile_tail(stat: str) -> str:
     return {"two": "two-sided", "right": "right"}[STAT_INFO[stat].tail]
 
 
-def default_chunk_size(batch_size: int) -> int:
+def default_chunk_size(batch_size: int | str) -> int:
     """A chunk is the unit of resume: big enough to keep the device busy, small enough that
-    a kill loses little. Rounded to a whole number of batches."""
+    a kill loses little. Rounded to a whole number of batches (auto batches are powers of
+    two per device, so the default target of 1024 holds whole ones up to 1024 rows)."""
     target = int(os.environ.get("VEFF_CHUNK", "1024"))
+    if batch_size == "auto":
+        return max(1, target)
     return max(batch_size, (target // batch_size) * batch_size)

@@ -2,7 +2,8 @@
 
 One ``('data',)`` mesh over the devices veff may use; parameters are replicated, batches
 are split along their first axis. A batch whose size is not a multiple of the device count
-is padded by the caller (``padded_batch_size``) and the padding rows are dropped after.
+is padded by the caller (``padded_batch_size``) and the padding rows are dropped after; a
+short last batch is padded only to its bucket (``bucket_size``), not to the full batch.
 """
 
 from __future__ import annotations
@@ -34,11 +35,25 @@ def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
     return -(-batch_size // n) * n
 
 
+def bucket_size(rows: int, step_size: int, mesh: Mesh) -> int:
+    """Static size for a batch of ``rows`` ≤ ``step_size`` rows: the next power of two ≥
+    ``rows``, rounded up to a multiple of the device count, at most ``step_size``. A run
+    compiles at most log2(step_size) + 1 shapes, and 3 variants never run 64 windows."""
+    if not 1 <= rows <= step_size:
+        raise ValueError(f"{rows} rows for a step of {step_size}")
+    return min(padded_batch_size(1 << (rows - 1).bit_length(), mesh), step_size)
+
+
+def batch_spec(mesh: Mesh) -> NamedSharding:
+    """The sharding of a batch: split along its first axis over the mesh."""
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def shard_batch(arrays: tuple[np.ndarray, ...], mesh: Mesh) -> tuple[jax.Array, ...]:
     """Split every array along its first axis over the mesh."""
-    sharding = NamedSharding(mesh, PartitionSpec(AXIS))
+    sharding = batch_spec(mesh)
     return tuple(jax.device_put(a, sharding) for a in arrays)

@@ -21,10 +21,14 @@ per call): ``window_len`` defaults to enformer-pytorch's 196,608.
 Gamma positional features (see docs/models_enformer.md): ``use_tf_gamma=True`` copies
 enformer-pytorch's ``precomputed/tf_gammas.pt`` (the table DeepMind's TF model computes at
 1536 positions) into the checkpoint as the ``tf_gamma`` param; ``False`` reproduces
-enformer-pytorch's ``use_tf_gamma=False`` (its feature-axis normalisation);
-``None`` picks the table where it fits (196,608 bp, 32 basis functions, as
-``enformer_pytorch.from_pretrained`` does for the official weights) and TF's own formula
-elsewhere, because the published weights were trained in TF.
+enformer-pytorch's ``use_tf_gamma=False`` (its feature-axis normalisation). ``None`` (the
+default) runs the model as its source does: config.json's ``use_tf_gamma`` (written by
+enformer-pytorch >= 0.8's ``save_pretrained``) where it has one; where the source does not
+record it (a bare state dict, or a config.json older than the option, such as
+EleutherAI/enformer-official-rough's), the table where it fits (196,608 bp, 32 basis
+functions, as ``enformer_pytorch.from_pretrained`` runs the official weights) and TF's own
+formula elsewhere, because the published weights were trained in TF. An explicit choice, and
+a choice the source does not record, is printed on stderr.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +297,38 @@ def _gamma_basis(use_tf_gamma: bool | None, fits: bool) -> str:
     return "tf_table" if use_tf_gamma else "enformer_pytorch"
 
 
+def choose_gamma_basis(hf_config: dict[str, Any], *, fits: bool, use_tf_gamma: bool | None,
+                       gamma_basis: str | None, source: str) -> str:
+    """The gamma basis to convert with: the explicit choice, else the source's own setting
+    (config.json ``use_tf_gamma``), else TF's (the table where it fits). Prints a note on
+    stderr whenever the choice is not the source's recorded setting."""
+    recorded = hf_config.get("use_tf_gamma")
+    recorded = recorded if isinstance(recorded, bool) else None
+    says = ("its config.json says use_tf_gamma=" + str(recorded).lower() if recorded is not None
+            else "it does not record use_tf_gamma")
+    if gamma_basis is not None or use_tf_gamma is not None:
+        basis = gamma_basis or _gamma_basis(use_tf_gamma, fits)
+        _note(f"{source}: gamma basis {basis!r} as requested ({says})")
+        return basis
+    if recorded is True and not fits:
+        raise ConvertError(
+            f"{source}: its config.json says use_tf_gamma=true, but the TF gamma table exists "
+            f"only for {enformer.TF_GAMMA_LEN} transformer positions (196,608 bp at 128 bp bins) "
+            f"and dim/heads = {6 * enformer.TF_GAMMA_BASIS}, and enformer-pytorch cannot run "
+            "this either; convert with --no-use-tf-gamma (enformer-pytorch's computed gamma)")
+    if recorded is not None:
+        return _gamma_basis(recorded, fits)
+    basis = _gamma_basis(None, fits)
+    _note(f"{source}: {says}; gamma basis {basis!r} (TF's, as the published weights were "
+          "trained); use --no-use-tf-gamma for weights run with enformer-pytorch's "
+          "use_tf_gamma=False")
+    return basis
+
+
+def _note(message: str) -> None:
+    print(f"veff: note: {message}", file=sys.stderr)
+
+
 def load_tf_gammas() -> np.ndarray:
     """enformer-pytorch's ``precomputed/tf_gammas.pt`` (3071, 32): gamma features dumped from
     DeepMind's TF model. It cannot be recomputed bit for bit (TF's float32 lgamma
@@ -349,7 +386,8 @@ def read(
     try:
         probe = EnformerConfig(window_len=window_len, target_length=target_length, head=head,
                                **hp)
-        basis = gamma_basis or _gamma_basis(use_tf_gamma, probe.tf_table_fits)
+        basis = choose_gamma_basis(hf_config, fits=probe.tf_table_fits, use_tf_gamma=use_tf_gamma,
+                                   gamma_basis=gamma_basis, source=src)
         config = EnformerConfig(window_len=window_len, target_length=target_length, head=head,
                                 gamma_basis=basis, **hp)
     except ValueError as e:

@@ -76,10 +76,9 @@ class IsmScorer:
             if opts.shifts != (0,):
                 raise ScoringError(f"{h.name}: shift ensembles apply to binned models")
             self.stats, self.formulas, self._reduce = engine._profile_reducer(h, opts, None)
-            names = [h.name]
-        else:
-            self.stats, self.formulas, self._reduce = engine._binned_reducer(h, opts)
-            names = h.track_names
+            self._post, names = None, [h.name]
+        else:  # ``_post``: the strand merge of paired tracks, after the means (as veff score)
+            self.stats, self.formulas, self._reduce, self._post, names = engine._binned_reducer(h, opts)
         if self.tracks is not None and not self.tracks:
             raise ScoringError("no tracks selected")
         self.track_names = [names[i] for i in self.tracks] if self.tracks is not None else names
@@ -101,6 +100,8 @@ class IsmScorer:
         W, T = self.width, len(self.track_names)
         out = {s: np.full((n, W, 4, T), np.nan, np.float32) for s in self.stats}
         bs = batch_size or self.options.batch_size
+        if not isinstance(bs, int):  # "auto" sizes veff score's steps; ISM maps use 8 rows
+            bs = 8
         chunk = self.offset_chunk or W
         centre = L // 2
         for start in range(0, n, bs):
@@ -143,12 +144,17 @@ class IsmScorer:
             tiled = jnp.tile(tok, (3, 1))
             return tiled.at[:, index].set(new.reshape(-1))
 
+        post = self._post
+
         def finish(scores):
-            # {stat: (3B, T)} -> {stat: (3, B, T)} with the kept tracks
+            # {stat: (G, 3B, T)} -> strand merge -> {stat: (G, 3, B, T)} with the kept tracks
+            if post is not None:
+                scores = post(scores)
             res = {}
             for s in self.stats:
                 v = scores[s]
-                v = v.reshape(3, -1, 1) if v.ndim == 1 else v.reshape(3, -1, v.shape[-1])
+                G = v.shape[0]
+                v = v.reshape(G, 3, -1, 1) if v.ndim == 2 else v.reshape(G, 3, -1, v.shape[-1])
                 res[s] = v if keep is None else jnp.take(v, keep, axis=-1)
             return res
 
@@ -220,14 +226,14 @@ class IsmScorer:
                 sc = [ps[g] for ps in per_shift]
                 sc = sc[0] if len(sc) == 1 else jax.tree.map(
                     lambda *a: jnp.mean(jnp.stack(a), axis=0), *sc)
-                per_off.append(finish(sc))
-            return {s: jnp.stack([p[s] for p in per_off]) for s in self.stats}  # (G, 3, B, T)
+                per_off.append(sc)
+            return {s: jnp.stack([p[s] for p in per_off]) for s in self.stats}  # (G, 3B, T)
 
         def step(params, tok):
             if h.num_folds == 1:
-                return one_fold(params, tok)
+                return finish(one_fold(params, tok))
             per_fold = jax.vmap(one_fold, in_axes=(0, None))(params, tok)
-            return jax.tree.map(lambda a: a.mean(axis=0), per_fold)
+            return finish(jax.tree.map(lambda a: a.mean(axis=0), per_fold))
 
         return step
 
@@ -240,6 +246,11 @@ def resolve_tracks(handle: ModelHandle, spec: str | None) -> tuple[int, ...] | N
     if handle.kind == "profile":
         raise ScoringError(f"{handle.name}: --tracks applies to binned models")
     names = handle.track_names
+    pairs = [t.get("strand_pair", i) for i, t in enumerate(handle.tracks)]
+    if any(p != i for i, p in enumerate(pairs)):  # scores merge strand pairs (veff score's default)
+        from veff.scoring.tracks import collapsed_track_names
+
+        names = collapsed_track_names(names, pairs)
     out = []
     for t in (x.strip() for x in spec.split(",") if x.strip()):
         if t in names:

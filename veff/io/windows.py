@@ -135,3 +135,19 @@ def one_hot(tokens: Any, xp: Any = None) -> Any:
     """(..., L) tokens -> (..., L, 4) float32, order A C G T; N is all zeros."""
     xp = _namespace(tokens, xp)
     return xp.take(xp.asarray(_ONE_HOT), tokens, axis=0)
+
+
+def as_input(v: Variant) -> Variant:
+    """The variant at the input's own position and alleles, not normalised (variant-scorer
+    builds its windows from the table's POS/allele1/allele2 as written; ``-`` or another
+    non-ACGT spelling of an empty allele is the empty allele). Rows that are not ok, rows
+    flipped by ``--ref-mismatch flip`` and rows without the input's fields are returned as
+    they are. See docs/variants.md (Indel windows)."""
+    if v.status != Status.OK or v.flipped or v.orig_pos1 is None or v.orig_ref is None:
+        return v
+
+    def allele(a: str) -> str:
+        a = a.upper()
+        return a if a and set(a) <= set("ACGT") else ""
+
+    return dataclasses.replace(v, pos1=v.orig_pos1, ref=allele(v.orig_ref), alt=allele(v.orig_alt or ""))

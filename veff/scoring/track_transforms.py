@@ -46,6 +46,21 @@ def rc_unflip(pred_rc: jax.Array, strand_pair: Any) -> jax.Array:
     return jnp.take(pred_rc[:, ::-1, :], jnp.asarray(pair), axis=2)
 
 
+def rc_average_pair(
+    ref: jax.Array, alt: jax.Array, ref_rc: jax.Array, alt_rc: jax.Array, strand_pair: Any
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Forward and RC (B, P, T) predictions of both alleles -> their means (REF, ALT) and the
+    mean of the per-bin differences ALT - REF, for ``compute_track_stats(..., diff=)``.
+
+    The RC predictions are un-flipped first (``rc_unflip``). The difference is averaged, not
+    taken between the averages: mean(ALT) - mean(REF) is rounded to ~eps of the predictions,
+    the mean of (ALT - REF) to ~eps of the difference (identical in exact arithmetic).
+    """
+    ref_rc, alt_rc = rc_unflip(ref_rc, strand_pair), rc_unflip(alt_rc, strand_pair)
+    diff = 0.5 * ((alt - ref) + (alt_rc - ref_rc))
+    return 0.5 * (ref + ref_rc), 0.5 * (alt + alt_rc), diff
+
+
 def strand_groups(strand_pair: Any) -> tuple[np.ndarray, np.ndarray]:
     """Host: (first, second) track index per merged track, ``second == -1`` when unstranded.
 

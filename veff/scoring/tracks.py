@@ -25,14 +25,15 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import rel_entr
 
+from veff.scoring.track_stats import _bin_sum, _percentile25, _stat  # noqa: F401
 from veff.scoring.track_transforms import (  # noqa: F401 - re-exported
     Merge,
     check_strand_pair,
     collapse_strand_pairs,
     collapsed_track_names,
     merge_strands,
+    rc_average_pair,
     rc_unflip,
     strand_groups,
     untransform,
@@ -284,95 +285,6 @@ def center_mask_bins(
     return max(first, 0), min(first + width_bins, num_bins)
 
 
-# ---------------------------------------------------------------------------------------------
-# Device-side statistics
-
-
-def _percentile25(x: jax.Array) -> jax.Array:
-    """numpy's default (linear) 25th percentile along axis 1 of (B, P, T); static-shape sort."""
-    num = x.shape[1]
-    xs = jnp.sort(x, axis=1)
-    pos = 0.25 * (num - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, num - 1)
-    frac = pos - lo
-    return xs[:, lo] + frac * (xs[:, hi] - xs[:, lo])
-
-
-def _bin_sum(x: jax.Array) -> jax.Array:
-    """Sum over axis 1 of (B, P, T) as a fixed pairwise tree of elementwise adds.
-
-    XLA's reduce picks its summation order from the whole shape, so ``x.sum(axis=1)`` of one
-    variant can change in the last bit with the batch size; elementwise adds cannot. Zero
-    padding to a power of two is exact. Pairwise summation is also more accurate.
-    """
-    num = x.shape[1]
-    size = 1 << max(num - 1, 0).bit_length()
-    if size != num:
-        pad = jnp.zeros((x.shape[0], size - num) + x.shape[2:], x.dtype)
-        x = jnp.concatenate([x, pad], axis=1)
-    while x.shape[1] > 1:
-        half = x.shape[1] // 2
-        x = x[:, :half] + x[:, half:]
-    return x[:, 0]
-
-
-def _js(ref: jax.Array, alt: jax.Array) -> jax.Array:
-    c = _percentile25(ref)[:, None, :]
-    r = ref + c
-    r = r / _bin_sum(r)[:, None]
-    a = alt + c
-    a = a / _bin_sum(a)[:, None]
-    return 0.5 * (_bin_sum(rel_entr(r, a)) + _bin_sum(rel_entr(a, r)))
-
-
-# Base-2 logs are taken as ln(.) / ln 2 *after* the ALT - REF difference: XLA lowers log2 to
-# ln(x) * (1/ln 2) and then fuses "multiply, subtract" into an FMA, which leaves a non-zero
-# residue for REF == ALT and breaks exact antisymmetry. ln(1 + x) is computed with log1p.
-_INV_LN2 = 1.0 / math.log(2.0)
-
-
-def _stat(stat: str, ref: jax.Array, alt: jax.Array) -> jax.Array:
-    """(B, P', T) -> (B, T) for one statistic over all bins given."""
-    match stat:
-        case "SUM" | "DIFF_SUM":
-            return _bin_sum(alt) - _bin_sum(ref)
-        case "logSUM" | "DIFF_SUM_LOG2":
-            return (_bin_sum(jnp.log1p(alt)) - _bin_sum(jnp.log1p(ref))) * _INV_LN2
-        case "sqrtSUM":
-            return _bin_sum(jnp.sqrt(alt)) - _bin_sum(jnp.sqrt(ref))
-        case "logSED" | "DIFF_LOG2_SUM":
-            return (jnp.log1p(_bin_sum(alt)) - jnp.log1p(_bin_sum(ref))) * _INV_LN2
-        case "SAX":
-            diff = alt - ref
-            idx = jnp.argmax(jnp.abs(diff), axis=1)[:, None, :]
-            return jnp.take_along_axis(diff, idx, axis=1)[:, 0, :]
-        case "D1":
-            return _bin_sum(jnp.abs(alt - ref))
-        case "logD1":
-            return _bin_sum(jnp.abs(jnp.log1p(alt) - jnp.log1p(ref))) * _INV_LN2
-        case "sqrtD1":
-            return _bin_sum(jnp.abs(jnp.sqrt(alt) - jnp.sqrt(ref)))
-        case "D2" | "L2_DIFF":
-            return jnp.sqrt(_bin_sum(jnp.square(alt - ref)))
-        case "logD2":
-            return jnp.sqrt(_bin_sum(jnp.square(jnp.log1p(alt) - jnp.log1p(ref)))) * _INV_LN2
-        case "sqrtD2":
-            return jnp.sqrt(_bin_sum(jnp.square(jnp.sqrt(alt) - jnp.sqrt(ref))))
-        case "L2_DIFF_LOG1P":
-            return jnp.sqrt(_bin_sum(jnp.square(jnp.log1p(alt) - jnp.log1p(ref))))
-        case "JS":
-            return _js(ref, alt)
-        case "DIFF_MEAN":
-            # (sum - sum) / P rather than mean - mean: no multiply-subtract to fuse into an FMA
-            return (_bin_sum(alt) - _bin_sum(ref)) / alt.shape[1]
-        case "ACTIVE_MEAN":
-            return jnp.maximum(_bin_sum(alt), _bin_sum(ref)) / alt.shape[1]
-        case "ACTIVE_SUM":
-            return jnp.maximum(_bin_sum(alt), _bin_sum(ref))
-    raise ValueError(f"unknown track statistic {stat!r}")  # unreachable after ScoreSpec checks
-
-
 def _check_pair(ref: jax.Array, alt: jax.Array) -> None:
     if ref.ndim != 3 or ref.shape != alt.shape:
         raise ValueError(
@@ -388,15 +300,23 @@ def compute_track_stats(
     bin_size: int,
     window_len: int,
     shift_bp: int = 0,
+    diff: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """REF/ALT (B, P, T) predictions -> {spec.name: (B, T) float32}.
 
     Jit with ``specs``, ``bin_size``, ``window_len`` and ``shift_bp`` static (the centre masks are
-    static slices). Predictions are upcast to float32 first (bf16 models).
+    static slices). Predictions are upcast to float32 first (bf16 models). ``diff``: ALT - REF
+    per bin where the caller has it more accurately than ``alt - ref`` (averaged replicates,
+    ``rc_average_pair``); None computes it here.
     """
     _check_pair(ref, alt)
     ref = ref.astype(jnp.float32)
     alt = alt.astype(jnp.float32)
+    if diff is None:
+        diff = alt - ref
+    elif diff.shape != ref.shape:
+        raise ValueError(f"diff has shape {diff.shape}, expected {ref.shape}")
+    diff = diff.astype(jnp.float32)
     num_bins = ref.shape[1]
     out: dict[str, jax.Array] = {}
     for spec in specs:
@@ -409,7 +329,7 @@ def compute_track_stats(
             window_len=window_len,
             shift_bp=shift_bp,
         )
-        out[spec.name] = _stat(spec.stat, ref[:, lo:hi], alt[:, lo:hi])
+        out[spec.name] = _stat(spec.stat, ref[:, lo:hi], alt[:, lo:hi], diff[:, lo:hi])
     return out
 
 
