@@ -131,6 +131,14 @@ def build_scorers(
                 f"unknown statistic(s) {', '.join(unknown)} for the model(s) given; "
                 "see docs/scores_profile.md and docs/scores_tracks.md"
             )
+    if not any(h.kind == "binned" for h in handles):
+        o = spec.options
+        given = [name for name, on in (("--shifts", o.shifts != (0,)), ("--untransform", o.untransform is not None),
+                                       ("--center-bp", o.center_bp is not None),
+                                       ("--centering", o.centering != "veff")) if on]
+        if given:  # binned-model options that no model here would use: say so, don't ignore
+            raise ScoringError(f"{', '.join(given)} apply to binned models (Enformer, Borzoi); "
+                               "none of the models given is binned")
     scorers = []
     for h in handles:
         stats = stats_for(h, requested)
