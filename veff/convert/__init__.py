@@ -32,6 +32,7 @@ _READERS = {
     "enformer-pytorch": "veff.convert.enformer_pytorch:read",
     "grelu": "veff.convert.grelu:read",
     "baskerville": "veff.convert.baskerville:read",
+    "alphagenome-pytorch": "veff.convert.alphagenome:read",
 }
 FORMATS = tuple(_READERS)
 

@@ -23,6 +23,7 @@ _BUILDERS = {
     "chrombpnet": "veff.models.bpnet:from_checkpoint",
     "borzoi": "veff.models.borzoi:from_checkpoint",
     "enformer": "veff.models.enformer:from_checkpoint",
+    "alphagenome": "veff.models.alphagenome:from_checkpoint",
 }
 
 
