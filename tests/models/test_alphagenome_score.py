@@ -61,7 +61,7 @@ def test_score_with_chrombpnet_in_one_pass(ag_ckpt, tmp_path):
     pos = int(f[1]) + 50
     ref3 = _contig(DEMO / "genome.fa", f[0])[pos - 1 : pos + 2].upper()
     indels = [f"{f[0]}\t{pos}\tdel\t{ref3}\t{ref3[0]}\t.\tPASS\t.\n",
-              f"{f[0]}\t{pos + 40}\tins\t{ref3[0]}\t{ref3[0]}GATT\t.\tPASS\t.\n"]
+              f"{f[0]}\t{pos + 1}\tins\t{ref3[1]}\t{ref3[1]}GATT\t.\tPASS\t.\n"]
     vcf = tmp_path / "v.vcf"
     vcf.write_text("".join(head + body + indels))
     out = tmp_path / "s.zarr"
