@@ -335,7 +335,7 @@ def simulate(out_dir, seed, tiny, num_contigs, contig_len, num_peaks):
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--format", "fmt", required=True,
               type=click.Choice(["chrombpnet-h5", "bpnet-lite", "enformer-pytorch", "borzoi-pytorch", "baskerville", "grelu",
-                                 "scbasset-keras", "scbasset-scvi"]))
+                                 "scbasset-keras", "scbasset-scvi", "alphagenome-pytorch"]))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
 @click.option("--name", default=None, help="Model name (default: the output directory's name).")
 @click.option("--params", "params_json", default=None, type=click.Path(exists=True, dir_okay=False), help="baskerville: params.json.")

@@ -34,6 +34,7 @@ _READERS = {
     "baskerville": "veff.convert.baskerville:read",
     "scbasset-keras": "veff.convert.scbasset:read_keras",
     "scbasset-scvi": "veff.convert.scbasset:read_scvi",
+    "alphagenome-pytorch": "veff.convert.alphagenome:read",
 }
 FORMATS = tuple(_READERS)
 

@@ -24,6 +24,7 @@ _BUILDERS = {
     "borzoi": "veff.models.borzoi:from_checkpoint",
     "enformer": "veff.models.enformer:from_checkpoint",
     "scbasset": "veff.models.scbasset:from_checkpoint",
+    "alphagenome": "veff.models.alphagenome:from_checkpoint",
 }
 
 
