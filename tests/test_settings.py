@@ -102,8 +102,9 @@ def test_for_kind_resets_the_binned_options_of_a_profile_model():
     assert (prof.shifts, prof.untransform, prof.centering, prof.center_bp) == ((0,), None, "veff", None)
     assert (prof.rc, prof.precision, prof.indel_windows) == (False, "bf16", "variant-scorer")
     assert opts.for_kind("binned") == opts
-    assert set(opts.given_for("profile")) == {"--shifts", "--untransform", "--center-bp", "--centering",
-                                              "--keep-strands", "--no-indel-align"}
+    assert set(opts.unused_by({"profile"})) == {"--shifts", "--untransform", "--center-bp", "--centering",
+                                                "--keep-strands", "--no-indel-align"}
+    assert opts.unused_by({"profile", "binned"}) == []
 
 
 # ---------------------------------------------------------------------------- the background bug

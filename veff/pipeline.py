@@ -96,11 +96,10 @@ def build_scorers(
                 f"unknown statistic(s) {', '.join(unknown)} for the model(s) given; "
                 "see docs/scores_profile.md and docs/scores_tracks.md"
             )
-    if not any(h.kind == "binned" for h in handles):
-        given = spec.options.given_for("profile")
-        if given:  # binned-model options that no model here would use: say so, don't ignore
-            raise ScoringError(f"{', '.join(given)} apply to binned models (Enformer, Borzoi); "
-                               "none of the models given is binned")
+    given = spec.options.unused_by({h.kind for h in handles})  # veff.settings: kinds per option
+    if given:  # binned-model options that no model here would use: say so, don't ignore
+        raise ScoringError(f"{', '.join(given)} apply to binned models (Enformer, Borzoi); "
+                           "none of the models given is binned")
     scorers = []
     for h in handles:
         stats = stats_for(h, requested)

@@ -23,8 +23,9 @@ from typing import Any
 
 import click
 
-ALL_KINDS = ("profile", "binned")
+ALL_KINDS = ("profile", "binned", "cells")
 BINNED = ("binned",)
+WINDOWED = ("binned", "cells")  # the window is shifted / re-centred (not profile models)
 PROFILE = ("profile",)
 RUN_COMMANDS = ("score", "plan")
 NUMBERS, ROWS, STORE = "numbers", "rows", "store"  # what a setting changes
@@ -137,7 +138,7 @@ class ScoreOptions:
     rc: bool = setting(True, flag="--no-rc", invert=True, changes=NUMBERS,
                        help="Forward strand only (default: average with the reverse complement).")
     shifts: tuple[int, ...] = setting(  # content moves right by each shift
-        (0,), flag="--shifts", changes=NUMBERS, kinds=BINNED, callback=_cb(parse_shifts),
+        (0,), flag="--shifts", changes=NUMBERS, kinds=WINDOWED, callback=_cb(parse_shifts),
         cli_default="0", help="Binned models: shift ensemble in bp, e.g. 0,-1,1.")
     untransform: str | None = setting(
         None, flag="--untransform", changes=NUMBERS, kinds=BINNED, type=click.Choice(["new", "legacy"]),
@@ -147,7 +148,7 @@ class ScoreOptions:
         None, flag="--center-bp", changes=NUMBERS, kinds=BINNED, type=click.IntRange(min=1),
         help="Binned models: centre mask width in bp for masked statistics.")
     centering: str = setting(  # "veff": REF's first base at L//2; "baskerville": at L//2 - 1
-        "veff", flag="--centering", changes=NUMBERS, kinds=BINNED, type=click.Choice(["veff", "baskerville"]),
+        "veff", flag="--centering", changes=NUMBERS, kinds=WINDOWED, type=click.Choice(["veff", "baskerville"]),
         help="REF's first base at L//2 (veff) or L//2-1 (baskerville hound_snp, gReLU).")
     keep_strands: bool = setting(
         False, flag="--keep-strands", changes=NUMBERS, kinds=BINNED,
@@ -192,10 +193,10 @@ class ScoreOptions:
         reset = {f.name: f.default for f in dataclasses.fields(self) if kind not in f.metadata["kinds"]}
         return dataclasses.replace(self, **reset) if reset else self
 
-    def given_for(self, kind: str) -> list[str]:
-        """The flags given (not at their defaults) that do not apply to ``kind``."""
+    def unused_by(self, kinds) -> list[str]:
+        """The flags given (not at their defaults) that apply to none of ``kinds``."""
         return [f.metadata["flag"] for f in dataclasses.fields(self)
-                if kind not in f.metadata["kinds"] and getattr(self, f.name) != f.default]
+                if not set(kinds) & set(f.metadata["kinds"]) and getattr(self, f.name) != f.default]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
