@@ -237,7 +237,7 @@ class RunSpec:
     # None: default_chunk_size(batch size) for a new store; a resumed store keeps its own
     chunk_size: int | None = setting(
         1024, flag="--chunk-size", changes=STORE, fingerprint="given", cli_default=None,
-        type=click.IntRange(min=1), help="Variants per resumable chunk (default: up to 131,072; docs/store.md).")
+        type=click.IntRange(min=1), help="Variants per resumable chunk (default: up to 131,072; `veff help store`).")
     resume: bool = setting(False, flag="--resume", commands=("score",),
                            help="Finish an interrupted run: score only chunks not marked done.")
     overwrite: bool = setting(False, flag="--overwrite",
