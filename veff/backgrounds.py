@@ -12,7 +12,9 @@ holds no N. REF is the genome base, ALT one of the other three bases, uniformly.
 
 Caching: a background is keyed by the checkpoint sha256, the genome identity (sha256 of the
 sorted contig names and lengths), N, the seed (or the background VCF's sha256) and the score
-options that change the numbers (rc, precision, centre width, statistics). Entries live in
+options that change the numbers (every ScoreOptions setting marked so in veff.settings:
+statistics, rc, shifts, untransform, precision, centre width, centering, strands, indel
+handling). Entries live in
 ``$VEFF_CACHE/backgrounds`` (else ``~/.cache/veff/backgrounds``) as ``<key>.npz`` (no pickle)
 and a copy goes to ``backgrounds/<model>/`` of the store. On a cache hit the REF base of every
 cached SNV is checked against the genome, which catches a different FASTA with the same
@@ -108,13 +110,11 @@ def background_key(
 
 
 def _numeric_options(options) -> dict[str, Any]:
-    """The ScoreOptions fields that change the numbers (not batch size or device count)."""
-    return {
-        "rc": bool(options.rc),
-        "precision": options.precision,
-        "center_bp": options.center_bp,
-        "stats": list(options.stats) if options.stats is not None else None,
-    }
+    """Every ScoreOptions field that changes the numbers (veff.settings: all but batch size
+    and device count): the background is scored with them and keyed by them."""
+    from veff.settings import numeric_options
+
+    return numeric_options(options)
 
 
 # ---------------------------------------------------------------------------- sampling

@@ -15,6 +15,8 @@ import click
 from veff.cli_cluster import cluster_option as _cluster_option
 from veff.cli_errors import VeffGroup
 from veff.cli_errors import one_line_errors as _one_line_errors
+from veff.settings import click_option as _setting
+from veff.settings import did_you_mean  # noqa: F401 - other modules use veff.cli.did_you_mean
 from veff.signals import stop_requests
 
 
@@ -38,22 +40,13 @@ def _enable_compilation_cache() -> None:
 
 
 # ----------------------------------------------------------------------------- check
-_REF_MISMATCH = click.option(
-    "--ref-mismatch",
-    type=click.Choice(["skip", "error", "flip"]),
-    default="skip",
-    show_default=True,
-    help="REF differs from the genome: mark the row ref_mismatch, stop, or swap REF/ALT "
-    "when ALT matches (GWAS allele lists).",
-)
-_MAX_INDEL = click.option(
-    "--max-indel-len", type=click.IntRange(min=0), default=50, show_default=True, help="Longer indels get status indel_too_long."
-)
+_REF_MISMATCH = _setting("ref_mismatch")
+_MAX_INDEL = _setting("max_indel_len")
 
 
 @main.command()
-@click.argument("variants", type=click.Path(dir_okay=False))
-@click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped).")
+@_setting("variants")
+@_setting("genome")
 @_REF_MISMATCH
 @_MAX_INDEL
 @_one_line_errors
@@ -71,134 +64,28 @@ def check(variants, genome, ref_mismatch, max_indel_len):
 
 
 # ----------------------------------------------------------------------------- score
-class _BatchSize(click.ParamType):
-    """``auto`` or a whole number ≥ 1."""
-
-    name = "N|auto"
-
-    def get_metavar(self, *args, **kwargs):
-        return "N|auto"
-
-    def convert(self, value, param, ctx):
-        if value == "auto":
-            return value
-        try:
-            n = int(str(value))
-        except ValueError:
-            n = 0
-        if n < 1:
-            self.fail(f"{value!r} is not auto or a whole number ≥ 1", param, ctx)
-        return n
-
-
-_RUN_OPTIONS = [
-    click.argument("variants", type=click.Path(dir_okay=False)),
-    click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped)."),
-    click.option("--model", "models", multiple=True, required=True, metavar="[NAME=]PATH",
-                 help="Checkpoint directory or registered name; repeat for several. NAME= names "
-                 "its scores/<NAME> group (default: the checkpoint's own name)."),
-    click.option("-o", "--out", required=True, type=click.Path(), help="Output Zarr store."),
-    click.option("--batch-size", type=_BatchSize(), default="auto", show_default=True,
-                 help="Variants per device step, or auto: the largest power of two (per device, "
-                 "≤ 256) whose compiled step fits in 60% of available RAM on CPU, 80% of free "
-                 "device memory on GPU/TPU ($VEFF_MEMORY_BUDGET bytes overrides); printed at "
-                 "start. See `veff help performance`."),
-    click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement)."),
-    click.option("--stats", default=None, callback=lambda ctx, param, v: _check_stats(v),
-                 help="Comma-separated statistics (default: all that apply)."),
-    click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True),
-    click.option("--center-bp", type=click.IntRange(min=1), default=None, help="Binned models: centre mask width in bp for masked statistics."),
-    click.option("--chunk-size", type=click.IntRange(min=1), default=None, help="Variants per resumable chunk (default: up to 131,072; docs/store.md)."),
-    click.option("--shifts", default="0", show_default=True, callback=lambda ctx, param, v: _shifts(v), help="Binned models: shift ensemble in bp, e.g. 0,-1,1."),
-    click.option("--untransform", type=click.Choice(["new", "legacy"]), default=None,
-                 help="Binned models: undo Borzoi's target squashing (baskerville untransform_preds / _preds1)."),
-    click.option("--peaks", default=None, type=click.Path(exists=True, dir_okay=False),
-                 help="Profile models: narrowPeak set for the active-allele quantile statistics."),
-    click.option("--null-shuffles", type=click.IntRange(min=0), default=0, show_default=True,
-                 help="Profile models: dinucleotide shuffles per null variant for empirical p-values."),
-    click.option("--null-variants", type=click.IntRange(min=1), default=1000, show_default=True, help="Ok rows that seed the null."),
-    click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--devices", type=click.IntRange(min=1), default=None, help="Use the first N local devices (default: all)."),
-    click.option("--groups", default=None, type=click.Path(exists=True, dir_okay=False),
-                 help="Track-group YAML for the consensus (default: accessibility group)."),
-    click.option("--background-n", type=click.IntRange(min=1), default=10_000, show_default=True,
-                 help="Random SNVs per model for the consensus background (cached)."),
-    click.option("--no-consensus", is_flag=True, help="Do not write consensus/ when several models are scored."),
-    click.option("--overwrite", is_flag=True, help="Replace an existing store."),
-    _REF_MISMATCH,
-    _MAX_INDEL,
-    # window layout and track/indel handling of binned models (docs/scores_tracks.md)
-    click.option("--centering", type=click.Choice(["veff", "baskerville"]), default="veff", show_default=True,
-                 help="REF's first base at L//2 (veff) or L//2-1 (baskerville hound_snp, gReLU)."),
-    click.option("--keep-strands", is_flag=True, help="Binned models: keep both strands of strand-paired tracks (default: sum them, as hound_snp)."),
-    click.option("--no-indel-align", is_flag=True, help="Binned models: compare indel bins unaligned (default: stitch ALT at the variant)."),
-    click.option("--indel-windows", type=click.Choice(["veff", "variant-scorer"]), default="veff", show_default=True,
-                 help="Windows at the normalised variant (veff) or at the input's own POS and alleles (variant-scorer)."),
-    click.option("--genes", default=None, type=click.Path(exists=True, dir_okay=False),
-                 help="Binned models: GTF (plain or .gz); adds the (variant, gene) table scores/<model>/genes/."),
-]
-
-
 def run_options(fn):
-    """The options that define a scoring run (shared by `score` and `plan`)."""
-    for decorator in reversed(_RUN_OPTIONS):
-        fn = decorator(fn)
-    return fn
+    """The options that define a scoring run (shared by `score` and `plan`), generated from
+    the settings (veff/settings.py); each parameter is named after its RunSpec/ScoreOptions field."""
+    from veff.settings import command_options
+
+    return command_options("plan")(fn)
 
 
-def spec_from_options(*, variants, genome, models, out, batch_size, no_rc, stats, precision,
-                      center_bp, chunk_size, shifts, untransform, peaks, null_shuffles,
-                      null_variants, seed, devices, groups, background_n, no_consensus,
-                      overwrite, ref_mismatch, max_indel_len, centering="veff",
-                      keep_strands=False, no_indel_align=False, resume=False,
-                      indel_windows="veff", genes=None):
-    from veff.engine import ScoreOptions
-    from veff.pipeline import RunSpec
+def spec_from_options(**options):
+    """The RunSpec of the parsed run options (keyword names are the settings' field names)."""
+    from veff.settings import from_cli
 
-    if groups is not None:  # a bad YAML is an error now, not after every chunk is scored
+    if options.get("groups") is not None:  # a bad YAML is an error now, not after every chunk is scored
         from veff.track_groups import load_groups
 
-        load_groups(groups)
-
-    options = ScoreOptions(
-        stats=stats,
-        rc=not no_rc,
-        batch_size=batch_size,
-        precision=precision,
-        center_bp=center_bp,
-        devices=devices,
-        shifts=shifts,
-        untransform=untransform,
-        centering=centering,
-        keep_strands=keep_strands,
-        indel_align=not no_indel_align,
-        indel_windows=indel_windows,
-    )
-    return RunSpec(
-        variants=variants,
-        genome=genome,
-        models=tuple(models),
-        out=out,
-        options=options,
-        chunk_size=chunk_size,  # None: default_chunk_size(batch_size), or the resumed store's
-        resume=resume,
-        overwrite=overwrite,
-        ref_mismatch=ref_mismatch,
-        max_indel_len=max_indel_len,
-        peaks=peaks,
-        null_shuffles=null_shuffles,
-        null_variants=null_variants,
-        seed=seed,
-        consensus=not no_consensus,
-        groups=groups,
-        background_n=background_n,
-        genes=genes,
-    )
+        load_groups(options["groups"])
+    return from_cli(options)
 
 
 @main.command()
 @run_options
-@click.option("--resume", is_flag=True, help="Finish an interrupted run: score only chunks not marked done.")
+@_setting("resume")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_cluster_option
 @_one_line_errors
@@ -257,55 +144,6 @@ def _background_lines(quiet: bool):
             click.echo(f"  {state['done']:,}/{total:,} ({pct} %)", err=True)
 
     return start, update
-
-
-def _shifts(text: str) -> tuple[int, ...]:
-    try:
-        shifts = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers",
-                                 param_hint="--shifts") from None
-    if not shifts:
-        raise click.BadParameter("needs at least one shift, e.g. 0", param_hint="--shifts")
-    if len(set(shifts)) != len(shifts):
-        raise click.BadParameter(f"{text!r} repeats a shift", param_hint="--shifts")
-    return shifts
-
-
-def _check_stats(text: str | None) -> tuple[str, ...] | None:
-    """The statistic names, each one a profile or a track statistic (which model each one
-    applies to is checked once the models are loaded, still before the store exists)."""
-    if text is None:
-        return None
-    names = tuple(s.strip() for s in text.split(","))
-    if not names or any(not n for n in names):
-        raise click.BadParameter(f"{text!r} has an empty name", param_hint="--stats")
-    from veff.scoring.profile import STAT_INFO
-    from veff.scoring.tracks import STATS, ScoreSpec
-
-    known = [*STAT_INFO, *STATS]
-    for n in names:
-        if n in STAT_INFO:
-            continue
-        try:
-            ScoreSpec.parse(n)
-        except ValueError:
-            raise click.BadParameter(
-                f"unknown statistic {n!r}; {did_you_mean(n.partition('@')[0], known)}known: "
-                f"{', '.join(known)} (track statistics take @WIDTH_BP; `veff help "
-                "scores_profile`, `veff help scores_tracks`)", param_hint="--stats") from None
-    return names
-
-
-def did_you_mean(word: str, choices) -> str:
-    """``"did you mean 'x'? "`` for the closest of ``choices`` (difflib), or ``""``."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    if not close:  # case slips (logsum for logSUM)
-        lower = {c.lower(): c for c in choices}
-        close = [lower[word.lower()]] if word.lower() in lower else []
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 # ----------------------------------------------------------------------------- simulate

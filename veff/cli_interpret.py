@@ -26,37 +26,34 @@ def _odd_width(ctx, param, value: int) -> int:
 
 def register(group: click.Group) -> None:
     from veff.cli import _MAX_INDEL, _REF_MISMATCH, _one_line_errors
+    from veff.settings import click_option as _setting
 
     @group.command()
-    @click.argument("variants", type=click.Path(dir_okay=False))
-    @click.option("--genome", required=True, type=click.Path(dir_okay=False), help="FASTA (plain or bgzipped).")
+    @_setting("variants")
+    @_setting("genome")
     @click.option("--model", required=True, help="Checkpoint directory or registered name.")
-    @click.option("-o", "--out", required=True, type=click.Path(), help="Output Zarr store.")
+    @_setting("out")
     @click.option("--width", type=int, default=101, show_default=True, callback=_odd_width, help="Map positions centred on the variant (odd).")
     @click.option("--on-alt", is_flag=True, help="Also map on the ALT background.")
     @click.option("--tracks", default=None, help="Binned models: comma-separated track names or indices (default: all).")
-    @click.option("--stats", default=None, help="Statistics (default: logfc,jsd for profile models, SUM for binned).")
-    @click.option("--no-rc", is_flag=True, help="Forward strand only (default: average with the reverse complement).")
-    @click.option("--batch-size", type=int, default=8, show_default=True, help="Variants per compiled step.")
-    @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-    @click.option("--shifts", default="0", show_default=True, help="Binned models: shift ensemble in bp.")
-    @click.option("--center-bp", type=int, default=None, help="Binned models: centre mask width for masked statistics.")
-    @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+    @_setting("stats", help="Statistics (default: logfc,jsd for profile models, SUM for binned).")
+    @_setting("rc")
+    @_setting("batch_size", type=click.IntRange(min=1), default=8, help="Variants per compiled step.")
+    @_setting("precision")
+    @_setting("shifts")
+    @_setting("center_bp")
+    @_setting("overwrite")
     @_REF_MISMATCH
     @_MAX_INDEL
     @_one_line_errors
-    def ism(variants, genome, model, out, width, on_alt, tracks, stats, no_rc, batch_size, precision,
+    def ism(variants, genome, model, out, width, on_alt, tracks, stats, rc, batch_size, precision,
             shifts, center_bp, overwrite, ref_mismatch, max_indel_len):
         """In-silico saturation mutagenesis around every variant of VARIANTS."""
-        from veff.cli import _shifts
         from veff.engine import ScoreOptions
         from veff.interpret.ism import run_ism
 
-        options = ScoreOptions(
-            stats=tuple(s.strip() for s in stats.split(",") if s.strip()) if stats else None,
-            rc=not no_rc, batch_size=batch_size, precision=precision, center_bp=center_bp,
-            shifts=_shifts(shifts),
-        )
+        options = ScoreOptions(stats=stats, rc=rc, batch_size=batch_size, precision=precision,
+                               center_bp=center_bp, shifts=shifts)
         n = run_ism(variants, genome, model, out, width=width, on_alt=on_alt, tracks=tracks,
                     options=options, overwrite=overwrite, ref_mismatch=ref_mismatch,
                     max_indel_len=max_indel_len)
@@ -72,7 +69,7 @@ def register(group: click.Group) -> None:
     @click.option("--baseline", default="shuffle:20", show_default=True, callback=_baseline_syntax, help="shuffle:N, zeros or FILE.npz (array 'baselines', (N, S, L, 4)).")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--ig-steps", type=int, default=50, show_default=True, help="Gauss-Legendre nodes for --method ig.")
-    @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+    @_setting("overwrite")
     @_one_line_errors
     def contrib(inputs, genome, model, out, method, head, baseline, seed, ig_steps, overwrite):
         """Contribution scores of INPUTS (a VCF/TSV of variants, REF and ALT windows, or a

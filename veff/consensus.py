@@ -162,28 +162,19 @@ def pair_agreement(
 
 # ---------------------------------------------------------------------------- store I/O
 def _score_options(root, model: str):
-    """The run's ScoreOptions for ``model``'s stored statistics (peak-only ones left out)."""
-    from veff.engine import ScoreOptions
+    """The run's ScoreOptions (veff.settings.options_from_attrs: every option, as the run scored) as
+    ``model``'s kind is scored with them, for its stored statistics (peak-only ones left out)."""
+    from veff.settings import options_from_attrs
 
     g = root["scores"][model]
+    kind = g.attrs.get("kind", "binned")
     stats = list(g.attrs.get("statistics", []))
-    if g.attrs.get("kind") == "profile":
+    if kind == "profile":
         from veff.scoring.profile import STAT_INFO
 
         stats = [s for s in stats if not STAT_INFO[s].needs_peaks]
-    opts = dict(root.attrs.get("run", {}).get("options", {}) or {})
-    return ScoreOptions(
-        stats=tuple(stats),
-        rc=bool(opts.get("rc", True)),
-        batch_size=_batch_size(opts.get("batch_size", 64)),
-        precision=str(opts.get("precision", "fp32")),
-        center_bp=opts.get("center_bp"),
-        devices=opts.get("devices"),
-    )
-
-
-def _batch_size(value) -> int | str:
-    return "auto" if value == "auto" else int(value)
+    options = options_from_attrs(root.attrs.get("run") or {})
+    return dataclasses.replace(options.for_kind(kind), stats=tuple(stats))
 
 
 def _model_spec(root, model: str, models: Mapping[str, str] | None) -> str:
@@ -248,7 +239,8 @@ def resolve_backgrounds(
         bg = (given or {}).get(model)
         if bg is None:
             stored = bgmod.read_from_store(root, model)
-            if stored is not None and _spec_matches(stored, spec, genome_obj):
+            if stored is not None and _spec_matches(stored, spec, genome_obj) and \
+                    stored.meta.get("options") == bgmod._numeric_options(_score_options(root, model)):
                 try:
                     _check_background(root, model, stored, stats)
                     bg = stored

@@ -19,6 +19,7 @@ from veff import sharding
 from veff.io import windows
 from veff.io.windows import WindowBatch
 from veff.models.base import ModelHandle
+from veff.settings import ScoreOptions  # noqa: F401 - defined with every run option
 
 
 
@@ -27,42 +28,6 @@ _STEP_NAMES = {False: "full", True: "incremental"}
 
 class ScoringError(Exception):
     """A scoring request that cannot be honoured (unknown statistic, wrong model kind)."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ScoreOptions:
-    stats: tuple[str, ...] | None = None  # None: every statistic that applies to the model
-    rc: bool = True
-    batch_size: int | str = "auto"  # rows per step, or "auto" (veff.autobatch)
-    precision: str = "fp32"
-    center_bp: int | None = None  # binned models: centre mask for the masked statistics
-    devices: int | None = None  # use the first N local devices (None: all)
-    shifts: tuple[int, ...] = (0,)  # binned models: shift ensemble in bp (content moves right)
-    untransform: str | None = None  # binned models: None, "new" or "legacy" (baskerville)
-    centering: str = "veff"  # "veff": REF's first base at L//2; "baskerville": at L//2 - 1
-    keep_strands: bool = False  # binned models: keep both strands of a strand pair
-    indel_align: bool = True  # binned models: stitch ALT at the variant for indels
-    indel_windows: str = "veff"  # "variant-scorer": windows at the input's own POS/alleles
-
-    def __post_init__(self):
-        bs = self.batch_size
-        if bs != "auto" and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
-            raise ValueError(f"batch size must be auto or a whole number ≥ 1, got {bs!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if not self.shifts or len(set(self.shifts)) != len(self.shifts):
-            raise ValueError(f"shifts must be distinct and non-empty, got {self.shifts}")
-        if self.untransform not in (None, "new", "legacy"):
-            raise ValueError(f"untransform must be new or legacy, got {self.untransform!r}")
-        if self.centering not in ("veff", "baskerville"):
-            raise ValueError(f"centering must be veff or baskerville, got {self.centering!r}")
-        if self.indel_windows not in ("veff", "variant-scorer"):
-            raise ValueError(f"indel windows must be veff or variant-scorer, got {self.indel_windows!r}")
-
-    @property
-    def centre_offset(self) -> int:
-        """Input index of REF's first base minus ``L // 2``: 0 (veff) or -1 (baskerville)."""
-        return -1 if self.centering == "baskerville" else 0
 
 
 def one_hot_device(tokens: jax.Array, dtype=jnp.float32) -> jax.Array:

@@ -7,8 +7,9 @@ Keys are the command-line names of what the user gives (``VARIANTS``, ``--genome
 and SHA-256), never by path: a moved copy of the same VCF resumes, an edited one does not.
 Options that change neither rows nor numbers (``--batch-size``, ``--devices``) are left out.
 
-The option values are read off :class:`veff.pipeline.RunSpec` in :func:`run_fingerprint`
-only; a new option that changes results needs one line there.
+Which settings enter, and under which key, comes from their definitions in veff.settings
+(each field says what it changes): a new option that changes results is fingerprinted by
+being defined there.
 """
 
 from __future__ import annotations
@@ -99,37 +100,24 @@ def _stretches(length: int, full: bool) -> Iterable[tuple[int, int]]:
 
 # ---------------------------------------------------------------------------- fingerprint
 def run_fingerprint(spec: RunSpec, genome: Genome, handles: Sequence[ModelHandle]) -> dict[str, Any]:
-    """The fingerprint of a run: input digests and every option that changes rows or numbers.
-    ``--chunk-size`` is left out when not given (a resumed store keeps its own)."""
-    o = spec.options
-    fp: dict[str, Any] = {
-        "format": FORMAT,
-        "VARIANTS": file_digest(spec.variants) if spec.variants else None,
-        "--genome": genome_digest(genome),
-        "--model": [[h.name, h.sha256] for h in handles],
-        "--stats": list(o.stats) if o.stats is not None else None,
-        "--no-rc": not o.rc,
-        "--shifts": list(o.shifts),
-        "--untransform": o.untransform,
-        "--precision": o.precision,
-        "--center-bp": o.center_bp,
-        "--centering": o.centering,
-        "--keep-strands": o.keep_strands,
-        "--no-indel-align": not o.indel_align,
-        "--indel-windows": o.indel_windows,
-        "--genes": file_digest(spec.genes),
-        "--ref-mismatch": spec.ref_mismatch,
-        "--max-indel-len": spec.max_indel_len,
-        "--peaks": file_digest(spec.peaks),
-        "--null-shuffles": spec.null_shuffles,
-        "--null-variants": spec.null_variants,
-        "--seed": spec.seed,
-        "--groups": file_digest(spec.groups),
-        "--background-n": spec.background_n,
-        "--no-consensus": not spec.consensus,
-    }
-    if spec.chunk_size is not None:
-        fp["--chunk-size"] = spec.chunk_size
+    """The fingerprint of a run: input digests and every setting that changes rows, numbers
+    or the store (veff.settings marks them), keyed by the flag the user gives. Files are
+    digested; ``--chunk-size`` is left out when not given (a resumed store keeps its own)."""
+    from veff.settings import fingerprint_fields, flag_value, value_of
+
+    fp: dict[str, Any] = {"format": FORMAT}
+    for f, nested in fingerprint_fields():
+        how, key, value = f.metadata["fingerprint"], f.metadata["flag"], value_of(spec, f, nested)
+        if how == "genome":
+            fp[key] = genome_digest(genome)
+        elif how == "models":
+            fp[key] = [[h.name, h.sha256] for h in handles]
+        elif how == "file":
+            fp[key] = file_digest(value) if value else None
+        elif how == "given" and value is None:
+            continue
+        else:
+            fp[key] = flag_value(f, value)
     return fp
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import zarr
 
-from veff.engine import ModelScorer, ScoreOptions
+from veff.engine import ModelScorer
 from veff.io.genome import Genome
 from veff.io.vcf_source import is_stream
 from veff.pipeline import (
@@ -144,24 +144,9 @@ def absolute_spec(spec: RunSpec) -> RunSpec:
 
 def spec_from_store(store: Store) -> RunSpec:
     """The RunSpec a store was created with (its ``run`` attrs), pointed at its own path."""
-    run = dict(store.root.attrs["run"])
-    known = {f.name for f in dataclasses.fields(RunSpec)}
-    opt_known = {f.name for f in dataclasses.fields(ScoreOptions)}
-    # JSON made the tuple options (stats, shifts) lists
-    opts = {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in run.get("options", {}).items()
-        if k in opt_known
-    }
-    fields = {k: v for k, v in run.items() if k in known and k != "options"}
-    fields.update(
-        models=tuple(run["models"]),
-        options=ScoreOptions(**opts),
-        out=str(store.path),
-        resume=True,
-        overwrite=False,
-    )
-    return RunSpec(**fields)
+    from veff.settings import from_attrs
+
+    return from_attrs(store.root.attrs["run"], out=str(store.path), resume=True, overwrite=False)
 
 
 def load_scorers(store: Store, spec: RunSpec) -> tuple[Genome, list[ModelScorer]]:

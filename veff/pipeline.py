@@ -19,52 +19,16 @@ import numpy as np
 from veff import __version__
 from veff import hostprof
 from veff.calibration import pvalue_stats, pvalues
-from veff.engine import ModelScorer, ScoreOptions
+from veff.engine import ModelScorer, ScoreOptions  # noqa: F401 - re-exported
 from veff.io.genome import Genome
 from veff.io.vcf import read_variants
 from veff.io.windows import WindowBatch, build_windows
 from veff.models.base import ModelHandle
 from veff.signals import Interrupted, StopRequest
 from veff import store as _store
+from veff.settings import RunSpec, to_attrs
 from veff.store import Store, StoreError
 from veff.types import Status, Variant
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RunSpec:
-    variants: str
-    genome: str
-    models: tuple[str, ...]
-    out: str
-    options: ScoreOptions = ScoreOptions()
-    # None: default_chunk_size(batch size) for a new store; a resumed store keeps its own
-    chunk_size: int | None = 1024
-    resume: bool = False
-    overwrite: bool = False
-    ref_mismatch: str = "skip"
-    max_indel_len: int = 50
-    peaks: str | None = None  # profile models: peak set for the active-allele quantile
-    null_shuffles: int = 0  # profile models: shuffles per null variant (0: no p-values)
-    null_variants: int = 1000  # at most this many ok rows seed the shuffled null
-    seed: int = 0
-    consensus: bool = True  # with ≥ 2 models, write consensus/ after scoring
-    groups: str | None = None  # track-group YAML for the consensus
-    background_n: int = 10_000  # random SNVs per model for the consensus background
-    genes: str | None = None  # binned models: GTF for the (variant, gene) table (genes_store)
-
-    def __post_init__(self):
-        if not self.models:
-            raise ValueError("at least one --model is needed")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError("chunk size must be ≥ 1")
-        if self.null_shuffles < 0 or self.null_variants < 1:
-            raise ValueError("--null-shuffles must be ≥ 0 and the null needs ≥ 1 variant")
-
-    def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["options"] = dataclasses.asdict(self.options)
-        d["models"] = list(self.models)
-        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,24 +100,17 @@ def build_scorers(
                 f"unknown statistic(s) {', '.join(unknown)} for the model(s) given; "
                 "see docs/scores_profile.md and docs/scores_tracks.md"
             )
-    if not any(h.kind == "binned" for h in handles):
-        o = spec.options
-        given = [name for name, on in (("--shifts", o.shifts != (0,)), ("--untransform", o.untransform is not None),
-                                       ("--center-bp", o.center_bp is not None),
-                                       ("--centering", o.centering != "veff")) if on]
-        if given:  # binned-model options that no model here would use: say so, don't ignore
-            raise ScoringError(f"{', '.join(given)} apply to binned models (Enformer, Borzoi); "
-                               "none of the models given is binned")
+    given = spec.options.unused_by({h.kind for h in handles})  # veff.settings: kinds per option
+    if given:  # binned-model options that no model here would use: say so, don't ignore
+        raise ScoringError(f"{', '.join(given)} apply to binned models (Enformer, Borzoi); "
+                           "none of the models given is binned")
     scorers = []
     for h in handles:
         stats = stats_for(h, requested)
         if stats == ():
             raise ScoringError(f"none of --stats {','.join(requested)} applies to model {h.name}")
-        options = dataclasses.replace(spec.options, stats=stats)
-        if h.kind == "profile":  # shifts and untransform are binned-model options
-            options = dataclasses.replace(options, shifts=(0,), untransform=None, centering="veff")
-        if h.kind == "cells":  # untransform is a Borzoi-track option
-            options = dataclasses.replace(options, untransform=None)
+        # options that do not apply to this kind (shifts for a profile model) at their defaults
+        options = dataclasses.replace(spec.options.for_kind(h.kind), stats=stats)
         peaks = (peak_counts or {}).get(h.name)
         if peaks is None and spec.peaks is not None and h.kind == "profile":
             # a forward-only pass over peak windows: auto takes the former default of 64
@@ -237,7 +194,7 @@ def open_or_create(spec: RunSpec, genome: Genome, scorers: list[ModelScorer]) ->
             out,
             variants,
             chunk_size=spec.chunk_size,
-            run_config={**spec.to_json(), "veff_version": __version__},
+            run_config={**to_attrs(spec), "veff_version": __version__},
             overwrite=spec.overwrite,
         )
     try:
