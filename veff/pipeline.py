@@ -101,9 +101,9 @@ def build_scorers(
                 "see docs/scores_profile.md and docs/scores_tracks.md"
             )
     given = spec.options.unused_by({h.kind for h in handles})  # veff.settings: kinds per option
-    if given:  # binned-model options that no model here would use: say so, don't ignore
-        raise ScoringError(f"{', '.join(given)} apply to binned models (Enformer, Borzoi); "
-                           "none of the models given is binned")
+    if given:  # options that no model here would use: say so, don't ignore them
+        raise ScoringError(f"{', '.join(given)}: no model given uses it (binned models such as "
+                           "Enformer and Borzoi do; see `veff score --help`)")
     scorers = []
     for h in handles:
         stats = stats_for(h, requested)
