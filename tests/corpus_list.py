@@ -199,7 +199,7 @@ def _cases() -> list[Case]:
     add("report-foreign-dir", cmd=["report", "{foreign}", "--out", "{dir}/r.html"], files={"foreign": _foreign_dir}, exit=None)
     add("report-deleted-chunk", cmd=["report", "{damaged}", "--out", "{dir}/r.html"], files={"damaged": _damaged("score")}, exit=None, err=r"(?i)chunk|missing|damaged")
     add("report-out-is-dir", cmd=["report", "{store}", "--out", "{dir}"], exit=None)
-    add("report-top-0", cmd=["report", "{store}", "--out", "{dir}/r.html", "--top", "0"], exit=0)
+    add("report-top-0", cmd=["report", "{store}", "--out", "{dir}/r.html", "--top", "0"], exit=2)
     add("report-top-neg", cmd=["report", "{store}", "--out", "{dir}/r.html", "--top", "-1"], exit=2)
 
     # ---------------------------------------------------------------- convert

@@ -145,7 +145,7 @@ def test_tiny_borzoi_gene_table_and_resume(world, tmp_path):
     out = tmp_path / "genes.tsv"
     r = CliRunner().invoke(main, ["export", str(tmp_path / "a.zarr"), "--format", "genes", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    df = pd.read_csv(out, sep="\t")
+    df = pd.read_csv(out, sep="\t", comment="#")
     assert list(df.columns) == ["chrom", "pos", "ref", "alt", "id", "model", "gene_id", "gene_name",
                                 "strand", "tss_distance", "track", "statistic", "value"]
     assert len(df) == len(expected) * 3 * 3
