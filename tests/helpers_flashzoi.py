@@ -76,8 +76,12 @@ class MHA(nn.Module):
 def install_mha_standin(monkeypatch=None) -> None:
     """Make ``from flash_attn.modules.mha import MHA`` give the stand-in (via ``monkeypatch``
     when given, so a test leaves ``sys.modules`` as it found it)."""
+    import importlib.machinery
+
     pkg, mods, mha = (types.ModuleType(n) for n in
                       ("flash_attn", "flash_attn.modules", "flash_attn.modules.mha"))
+    for m in (pkg, mods, mha):  # importlib.util.find_spec (transformers) wants a spec
+        m.__spec__ = importlib.machinery.ModuleSpec(m.__name__, loader=None)
     mha.MHA = MHA
     pkg.modules, mods.mha = mods, mha
     for name, mod in (("flash_attn", pkg), ("flash_attn.modules", mods),
