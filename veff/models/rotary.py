@@ -28,6 +28,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+
+from veff.models import attention as attn_lib
 
 
 def inverse_frequencies(rotary_dim: int, base: float) -> np.ndarray:
@@ -64,19 +67,39 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, precision=None,
-                  ) -> jax.Array:
+                  query_block: int | None = None) -> jax.Array:
     """Softmax attention, q (B, T, H, d), k and v (B, S, H_kv, d) -> (B, T, H, d); query
     head h uses key/value head ``h // (H / H_kv)`` (no copy of k/v: the query heads are
-    grouped instead)."""
+    grouped instead).
+
+    Queries run in blocks of Q rows (as :func:`veff.models.attention.relative_attention_core`:
+    ``attention.QUERY_BLOCK`` or the largest divisor of T below it) so a block's logits stay
+    in cache; every row's logits, softmax and output are the same sums as unblocked.
+    """
     B, T, H, d = q.shape
     kv = k.shape[2]
     g = H // kv
-    qg = q.reshape(B, T, kv, g, d)
-    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k * jnp.asarray(scale, k.dtype),
-                        precision=precision)
-    w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", w, v, precision=precision)
-    return out.reshape(B, T, H, d)
+    qb = attn_lib._query_block(T) if query_block is None else query_block
+    if T % qb:
+        raise ValueError(f"query block {qb} does not divide the length {T}")
+    nb = T // qb
+    # head-major: (kv, g, B, T, d) queries, (kv, B, S, d) keys and values
+    qh = q.reshape(B, T, kv, g, d).transpose(2, 3, 0, 1, 4)
+    kh = (k * jnp.asarray(scale, k.dtype)).transpose(2, 0, 1, 3)
+    vh = v.transpose(2, 0, 1, 3)
+
+    def block(qblk: jax.Array) -> jax.Array:  # (kv, g, B, Q, d) -> (kv, g, B, Q, d)
+        logits = jnp.einsum("kgbid,kbjd->kgbij", qblk, kh, precision=precision)
+        w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+        return jnp.einsum("kgbij,kbjd->kgbid", w, vh, precision=precision)
+
+    if nb == 1:
+        out = block(qh)
+    else:
+        blocks = qh.reshape(kv, g, B, nb, qb, d).transpose(3, 0, 1, 2, 4, 5)
+        out = lax.map(block, blocks)  # (nb, kv, g, B, Q, d)
+        out = out.transpose(1, 2, 3, 0, 4, 5).reshape(kv, g, B, T, d)
+    return out.transpose(2, 3, 0, 1, 4).reshape(B, T, H, d)
 
 
 def rotary_mha(p: dict[str, jax.Array], x: jax.Array, *, num_heads: int, num_kv_heads: int,
