@@ -203,3 +203,20 @@ def test_four_replicates_as_one_fold_ensemble(tmp_path):
     for f, m in enumerate(models):
         ref = torch_forward(m, x, cfg.num_layers)["tracks"]
         _compare(f"replicate {f}", {"tracks": np.asarray(per_fold[f])}, {"tracks": ref})
+
+
+@pytest.mark.parametrize("heads,kv,block", [(4, 2, 32), (2, 1, 48), (3, 3, 96), (8, 4, 96)])
+def test_gqa_attention_blocks_match_float64(heads, kv, block):
+    """Query-blocked grouped attention == a float64 numpy softmax(q k^T s) v with k/v heads
+    repeated (query head h reads key/value head h // (heads / kv))."""
+    from veff.models import rotary
+
+    rng = np.random.default_rng(heads * 10 + kv)
+    q, k, v = (rng.standard_normal((2, 96, n, 16)) for n in (heads, kv, kv))
+    got = np.asarray(rotary.gqa_attention(*(jax.numpy.asarray(a, "float32") for a in (q, k, v)),
+                                          0.3, query_block=block))
+    kk, vv = (np.repeat(a, heads // kv, axis=2) for a in (k, v))
+    logits = np.einsum("bthd,bshd->bhts", q, kk) * 0.3
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    want = np.einsum("bhts,bshd->bthd", w / w.sum(-1, keepdims=True), vv)
+    assert np.max(np.abs(got - want)) < 1e-5

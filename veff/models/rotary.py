@@ -83,23 +83,25 @@ def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, precis
     if T % qb:
         raise ValueError(f"query block {qb} does not divide the length {T}")
     nb = T // qb
-    # head-major: (kv, g, B, T, d) queries, (kv, B, S, d) keys and values
-    qh = q.reshape(B, T, kv, g, d).transpose(2, 3, 0, 1, 4)
+    # batch dims lead: queries (kv, B, g, T, d), keys and values (kv, B, S, d); a block's
+    # g query heads are stacked as g*Q rows of one GEMM per (kv, B), so neither product
+    # transposes the logits
+    qh = q.reshape(B, T, kv, g, d).transpose(2, 0, 3, 1, 4)
     kh = (k * jnp.asarray(scale, k.dtype)).transpose(2, 0, 1, 3)
     vh = v.transpose(2, 0, 1, 3)
 
-    def block(qblk: jax.Array) -> jax.Array:  # (kv, g, B, Q, d) -> (kv, g, B, Q, d)
-        logits = jnp.einsum("kgbid,kbjd->kgbij", qblk, kh, precision=precision)
+    def block(qblk: jax.Array) -> jax.Array:  # (kv, B, g, Q, d) -> (kv, B, g, Q, d)
+        q2 = qblk.reshape(kv, B, g * qblk.shape[3], d)
+        logits = jnp.einsum("kbid,kbjd->kbij", q2, kh, precision=precision)
         w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        return jnp.einsum("kgbij,kbjd->kgbid", w, vh, precision=precision)
+        return jnp.einsum("kbij,kbjd->kbid", w, vh, precision=precision).reshape(qblk.shape)
 
     if nb == 1:
-        out = block(qh)
+        out = block(qh)[None]
     else:
-        blocks = qh.reshape(kv, g, B, nb, qb, d).transpose(3, 0, 1, 2, 4, 5)
-        out = lax.map(block, blocks)  # (nb, kv, g, B, Q, d)
-        out = out.transpose(1, 2, 3, 0, 4, 5).reshape(kv, g, B, T, d)
-    return out.transpose(2, 3, 0, 1, 4).reshape(B, T, H, d)
+        out = lax.map(block, qh.reshape(kv, B, g, nb, qb, d).transpose(3, 0, 1, 2, 4, 5))
+    # (nb, kv, B, g, Q, d) -> (B, nb, Q, kv, g, d) = (B, T, H, d)
+    return out.transpose(2, 0, 4, 1, 3, 5).reshape(B, T, H, d)
 
 
 def rotary_mha(p: dict[str, jax.Array], x: jax.Array, *, num_heads: int, num_kv_heads: int,
