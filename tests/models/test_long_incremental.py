@@ -225,6 +225,23 @@ def test_borzoi_tiny_full_length():
     _borzoi_case(cfg, [(c, 1) for c in _centres(cfg.window_len)], pad=100_000, seed=4, rows=1)
 
 
+FLASHZOI = dict(attention="rotary", num_kv_heads=2, key_size=11, value_size=11,
+                rotary_dim=8, rotary_base=20000.0)
+
+
+def test_flashzoi_small_reduced_length():
+    """Flashzoi's attention is global like Borzoi's: the same slice plan, rotary from there."""
+    cfg = BorzoiConfig.small(window_len=8192, crop_bins=11, res_filters=(17, 19, 23, 29, 31, 44),
+                             num_heads=4, ffn_dim=88, **FLASHZOI)
+    _borzoi_case(cfg, [(4096, 1), (4095, 1), (4000, 3), (0, 2)], pad=3700, seed=13)
+
+
+def test_flashzoi_tiny_full_length():
+    cfg = BorzoiConfig.tiny(res_filters=(5, 7, 5, 7, 11, 22), num_heads=2, ffn_dim=44,
+                            **{**FLASHZOI, "num_kv_heads": 1})
+    _borzoi_case(cfg, [(c, 1) for c in _centres(cfg.window_len)], pad=100_000, seed=14, rows=1)
+
+
 # --------------------------------------------------------------------------- handles
 
 
@@ -246,16 +263,23 @@ def test_borzoi_handle_has_apply_pair(tmp_path):
     _close(alt["tracks"], full["tracks"][2:], "handle ALT")
 
 
-def test_engine_pair_step_matches_full_step(tmp_path):
-    """A from_checkpoint Enformer handle scores SNVs through ModelScorer's incremental step
-    (REF, ALT and their reverse complements) as its full step does."""
+@pytest.mark.parametrize("arch", ["enformer", "flashzoi"])
+def test_engine_pair_step_matches_full_step(tmp_path, arch):
+    """A from_checkpoint Enformer (or Flashzoi) handle scores SNVs through ModelScorer's
+    incremental step (REF, ALT and their reverse complements) as its full step does."""
     from veff.engine import ModelScorer, ScoreOptions
     from veff.io.windows import WindowBatch
 
-    cfg = EnformerConfig.tiny()
-    save_checkpoint(tmp_path / "e", arch="enformer", config=cfg.to_dict(), params=jax.tree.map(
-        np.asarray, _random_params(enformer.abstract_params(cfg), 7)))
-    handle = enformer.from_checkpoint(load_checkpoint(tmp_path / "e"))
+    if arch == "enformer":
+        cfg = EnformerConfig.tiny()
+        shapes, mod = enformer.abstract_params(cfg), enformer
+    else:
+        cfg = BorzoiConfig.small(window_len=8192, crop_bins=11, num_heads=4, ffn_dim=88,
+                                 res_filters=(17, 19, 23, 29, 31, 44), **FLASHZOI)
+        shapes, mod = borzoi.param_shapes(cfg), borzoi
+    save_checkpoint(tmp_path / "e", arch=mod.ARCH, config=cfg.to_dict(), params=jax.tree.map(
+        np.asarray, _random_params(shapes, 7)))
+    handle = mod.from_checkpoint(load_checkpoint(tmp_path / "e"))
     assert handle.apply_pair is not None
     rng = np.random.default_rng(9)
     L, c = cfg.window_len, cfg.window_len // 2

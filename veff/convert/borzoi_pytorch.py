@@ -1,4 +1,5 @@
-"""borzoi-pytorch (johahi/borzoi-pytorch, HF ``johahi/borzoi-replicate-*``) -> veff "borzoi".
+"""borzoi-pytorch (johahi/borzoi-pytorch, HF ``johahi/borzoi-replicate-*`` and Flashzoi's
+``johahi/flashzoi-replicate-*``) -> veff "borzoi".
 
 Sources: a Hugging Face directory (``config.json`` + ``model.safetensors`` or
 ``pytorch_model.bin``, as ``save_pretrained`` writes it), or one state-dict file
@@ -22,7 +23,17 @@ shrunk copy converts as well as the published one. Key map (torch -> veff):
 
 ``num_batches_tracked`` buffers are dropped (training bookkeeping); any other key that is
 not in this map, any missing one and any shape mismatch is an error listing all of them.
-Flashzoi checkpoints (``flashed``: rotary GQA attention) are refused.
+
+Flashzoi (``flashed``; recognised by its ``mha`` keys) has the same trunk and, per layer,
+flash-attn ``MHA`` keys instead of the relative-attention ones:
+
+    transformer.{i}.0.fn.1.mha.Wqkv.{weight,bias}      transformer/{i}/attn/qkv_{kernel,bias}
+    transformer.{i}.0.fn.1.mha.out_proj.{weight,bias}  transformer/{i}/attn/out_{kernel,bias}
+    transformer.{i}.0.fn.1.mha.rotary_emb.inv_freq     checked against the config, dropped
+
+Its head count is not in the shapes (``Wqkv`` is 2·width rows for any even count): it is
+the HF config's ``heads`` (borzoi-pytorch's default 8), or ``num_heads``; key/value heads
+are heads // 2, rotary on 128 dims of each head, base 20000 (borzoi-pytorch's constants).
 """
 
 from __future__ import annotations
@@ -44,6 +55,8 @@ from veff.models.borzoi import BorzoiConfig, BorzoiConfigError
 FORMAT = "borzoi-pytorch"
 WINDOW_LEN = 524_288  # borzoi-pytorch's input length (its crop assumes it)
 TRAIN_TRANSFORMER_LEN = 4096  # borzoi-pytorch 0.5.x builds the position basis for this
+FLASHZOI_ROTARY_DIM, FLASHZOI_ROTARY_BASE = 128, 20000.0  # borzoi-pytorch FlashAttention
+_MHA = "transformer.0.0.fn.1.mha."
 _RES = ("res_tower.0", "res_tower.2", "res_tower.4", "res_tower.6", "res_tower.8", "unet1.1")
 _UNET = (("upsampling_unet1.0", "horizontal_conv1", "separable1"),
          ("upsampling_unet0.0", "horizontal_conv0", "separable0"))
@@ -114,15 +127,17 @@ def _shape(sd: dict[str, np.ndarray], key: str, source: str) -> tuple[int, ...]:
 
 def infer_config(sd: dict[str, np.ndarray], hf: dict[str, Any], *, source: str,
                  window_len: int = WINDOW_LEN, bins_to_return: int | None = None,
-                 position_basis_length: int | None = TRAIN_TRANSFORMER_LEN) -> BorzoiConfig:
+                 position_basis_length: int | None = TRAIN_TRANSFORMER_LEN,
+                 num_heads: int | None = None) -> BorzoiConfig:
     """Widths from tensor shapes; crop from ``bins_to_return`` (argument, else HF config,
-    else borzoi-pytorch's default 6144; ``return_center_bins_only: false`` = 16352)."""
-    if hf.get("flashed"):
-        raise ConvertError(f"{source}: Flashzoi (flashed=true, rotary attention) is not "
-                           "supported")
-    if any(k.startswith(("transformer.0.0.fn.1.mha", "prime")) or k.startswith("unet2.")
-           for k in sd):
-        raise ConvertError(f"{source}: not a Borzoi layout (Flashzoi or Prime keys found)")
+    else borzoi-pytorch's default 6144; ``return_center_bins_only: false`` = 16352).
+    Flashzoi's head count: ``num_heads``, else the HF config's ``heads``, else 8."""
+    if any(k.startswith(("prime", "unet2.")) for k in sd):
+        raise ConvertError(f"{source}: not a Borzoi layout (Prime keys found)")
+    flashed = any(k.startswith(_MHA) for k in sd)
+    if hf.get("flashed") and not flashed:
+        raise ConvertError(f"{source}: config says flashed (Flashzoi) but the state dict has "
+                           "no flash-attn MHA keys")
     c0, _, kdna = _shape(sd, "conv_dna.conv_layer.weight", source)
     res = [_shape(sd, f"{r}.conv_layer.weight", source) for r in _RES]
     res_filters = tuple(s[0] for s in res)
@@ -132,11 +147,17 @@ def infer_config(sd: dict[str, np.ndarray], hf: dict[str, Any], *, source: str,
     layers = sorted({int(m.group(1)) for k in sd if (m := re.match(r"transformer\.(\d+)\.", k))})
     if not layers or layers != list(range(len(layers))):
         raise ConvertError(f"{source}: transformer layers {layers} are not 0..N-1")
-    _, H, _, K = _shape(sd, "transformer.0.0.fn.1.rel_content_bias", source)
-    hv = _shape(sd, "transformer.0.0.fn.1.to_v.weight", source)[0]
-    if hv % H:
-        raise ConvertError(f"{source}: to_v width {hv} is not a multiple of {H} heads")
-    F = _shape(sd, "transformer.0.0.fn.1.to_rel_k.weight", source)[1]
+    if flashed:
+        attn = _flash_attention(sd, hf, num_heads, res_filters[-1], source)
+    else:
+        _, H, _, K = _shape(sd, "transformer.0.0.fn.1.rel_content_bias", source)
+        hv = _shape(sd, "transformer.0.0.fn.1.to_v.weight", source)[0]
+        if hv % H:
+            raise ConvertError(f"{source}: to_v width {hv} is not a multiple of {H} heads")
+        attn = dict(num_heads=H, key_size=K, value_size=hv // H,
+                    num_position_features=_shape(sd, "transformer.0.0.fn.1.to_rel_k.weight",
+                                                 source)[1],
+                    position_basis_length=position_basis_length)
     ffn = _shape(sd, "transformer.0.1.fn.1.weight", source)[0]
     usep = _shape(sd, "separable1.conv_layer.0.weight", source)[2]
     final = (_shape(sd, "final_joined_convs.0.conv_layer.weight", source)[0]
@@ -157,14 +178,24 @@ def infer_config(sd: dict[str, np.ndarray], hf: dict[str, Any], *, source: str,
     try:
         return BorzoiConfig(
             window_len=window_len, conv_dna_filters=c0, conv_dna_kernel=kdna,
-            res_filters=res_filters, res_kernel=kres.pop(), num_heads=H, key_size=K,
-            value_size=hv // H, num_layers=len(layers), ffn_dim=ffn,
-            num_position_features=F, position_basis_length=position_basis_length,
-            crop_bins=(bins_total - bins_to_return) // 2, final_filters=final,
+            res_filters=res_filters, res_kernel=kres.pop(), **attn,
+            num_layers=len(layers), ffn_dim=ffn, crop_bins=(bins_total - bins_to_return) // 2, final_filters=final,
             heads=tuple(heads), num_unet=2, unet_kernel=usep, unet_upsample_conv=True,
         )
     except BorzoiConfigError as e:
         raise ConvertError(f"{source}: {e}") from None
+
+
+def _flash_attention(sd: dict[str, np.ndarray], hf: dict[str, Any], num_heads: int | None,
+                     dim: int, source: str) -> dict[str, Any]:
+    H = int(num_heads or hf.get("heads", 8))
+    rows, cols = _shape(sd, _MHA + "Wqkv.weight", source)
+    if H < 2 or dim % H or cols != dim or rows != dim + 2 * (H // 2) * (dim // H):
+        raise ConvertError(f"{source}: Wqkv {rows}x{cols} does not fit {H} heads (key/value "
+                           f"heads {H // 2}) of width {dim}")
+    return dict(attention="rotary", num_heads=H, num_kv_heads=H // 2, key_size=dim // H,
+                value_size=dim // H, rotary_dim=FLASHZOI_ROTARY_DIM,
+                rotary_base=FLASHZOI_ROTARY_BASE)
 
 
 # ----------------------------------------------------------------------------- key map
@@ -192,7 +223,7 @@ _BN = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var":
 _LN = {"weight": "scale", "bias": "bias"}
 
 
-def _rules(num_layers: int) -> dict[str, tuple[str, Any]]:
+def _rules(num_layers: int, rotary: bool = False) -> dict[str, tuple[str, Any]]:
     """torch key -> (veff key, transform)."""
     ident = lambda w: w  # noqa: E731
     r: dict[str, tuple[str, Any]] = {
@@ -210,14 +241,16 @@ def _rules(num_layers: int) -> dict[str, tuple[str, Any]]:
         for tk, vk in _LN.items():
             r[f"{a}.0.{tk}"] = (f"{v}/attn_norm/{vk}", ident)
             r[f"{f}.0.{tk}"] = (f"{v}/ffn_norm/{vk}", ident)
-        r[f"{a}.1.to_q.weight"] = (f"{v}/attn/q_kernel", _linear)
-        r[f"{a}.1.to_k.weight"] = (f"{v}/attn/k_kernel", _linear)
-        r[f"{a}.1.to_v.weight"] = (f"{v}/attn/v_kernel", _linear)
-        r[f"{a}.1.to_rel_k.weight"] = (f"{v}/attn/rel_k_kernel", _linear)
-        r[f"{a}.1.to_out.weight"] = (f"{v}/attn/out_kernel", _linear)
-        r[f"{a}.1.to_out.bias"] = (f"{v}/attn/out_bias", ident)
-        r[f"{a}.1.rel_content_bias"] = (f"{v}/attn/r_w_bias", _head_bias)
-        r[f"{a}.1.rel_pos_bias"] = (f"{v}/attn/r_r_bias", _head_bias)
+        if rotary:
+            for tk, vk in (("Wqkv", "qkv"), ("out_proj", "out")):
+                r[f"{a}.1.mha.{tk}.weight"] = (f"{v}/attn/{vk}_kernel", _linear)
+                r[f"{a}.1.mha.{tk}.bias"] = (f"{v}/attn/{vk}_bias", ident)
+        else:
+            for tk in ("q", "k", "v", "rel_k", "out"):
+                r[f"{a}.1.to_{tk}.weight"] = (f"{v}/attn/{tk}_kernel", _linear)
+            r[f"{a}.1.to_out.bias"] = (f"{v}/attn/out_bias", ident)
+            r[f"{a}.1.rel_content_bias"] = (f"{v}/attn/r_w_bias", _head_bias)
+            r[f"{a}.1.rel_pos_bias"] = (f"{v}/attn/r_r_bias", _head_bias)
         r[f"{f}.1.weight"] = (f"{v}/ffn/in_kernel", _linear)
         r[f"{f}.1.bias"] = (f"{v}/ffn/in_bias", ident)
         r[f"{f}.4.weight"] = (f"{v}/ffn/out_kernel", _linear)
@@ -244,13 +277,19 @@ def _rules(num_layers: int) -> dict[str, tuple[str, Any]]:
     return r
 
 
-def map_state_dict(sd: dict[str, np.ndarray], num_layers: int) -> dict[str, np.ndarray]:
+def map_state_dict(sd: dict[str, np.ndarray], num_layers: int,
+                   cfg: BorzoiConfig | None = None) -> dict[str, np.ndarray]:
     """torch names -> flat veff names; keys outside the map keep a ``torch:`` name so the
-    strict assignment lists them as unexpected."""
-    rules = _rules(num_layers)
+    strict assignment lists them as unexpected. ``cfg`` (needed for Flashzoi) selects the
+    attention keys and checks any stored rotary ``inv_freq`` against it."""
+    rotary = cfg is not None and cfg.attention == "rotary"
+    rules = _rules(num_layers, rotary)
     flat: dict[str, np.ndarray] = {}
     for k, v in sd.items():
         if k.endswith("num_batches_tracked"):
+            continue
+        if rotary and re.fullmatch(r"transformer\.\d+\.0\.fn\.1\.mha\.rotary_emb\.inv_freq", k):
+            _check_inv_freq(k, np.asarray(v), cfg)
             continue
         if k in rules:
             name, fn = rules[k]
@@ -260,16 +299,26 @@ def map_state_dict(sd: dict[str, np.ndarray], num_layers: int) -> dict[str, np.n
     return flat
 
 
+def _check_inv_freq(key: str, got: np.ndarray, cfg: BorzoiConfig) -> None:
+    from veff.models.rotary import inverse_frequencies
+
+    want = inverse_frequencies(cfg.rotary_dim, cfg.rotary_base)
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-6, atol=0):
+        raise ConvertError(f"{key}: stored rotary frequencies {got.shape} differ from rotary "
+                           f"dim {cfg.rotary_dim}, base {cfg.rotary_base}")
+
+
 # ----------------------------------------------------------------------------- entry points
 def read(path: str | Path, *, params: str | Path | None = None,
          targets: str | Path | None = None, window_len: int = WINDOW_LEN,
          bins_to_return: int | None = None,
          position_basis_length: int | None = TRAIN_TRANSFORMER_LEN,
-         trust_pickle: bool = False) -> Converted:
+         num_heads: int | None = None, trust_pickle: bool = False) -> Converted:
     """One borzoi-pytorch model (HF directory or state-dict file) -> Converted "borzoi".
 
     ``position_basis_length`` defaults to 4096 as in borzoi-pytorch 0.5.x (its training
     length); pass None for baskerville's "basis of the current length" at other windows.
+    ``num_heads``: Flashzoi's head count when the source has no HF config (default 8).
     ``trust_pickle``: unpickle a torch file fully, which runs code from it (trusted files only).
     """
     if params is not None:
@@ -278,8 +327,11 @@ def read(path: str | Path, *, params: str | Path | None = None,
     sd, hf, _ = load_source(path, trust_pickle)
     cfg = infer_config(sd, hf, source=str(path), window_len=window_len,
                        bins_to_return=bins_to_return,
-                       position_basis_length=position_basis_length)
-    flat = map_state_dict(sd, cfg.num_layers)
+                       position_basis_length=position_basis_length, num_heads=num_heads)
+    if num_heads is not None and cfg.attention != "rotary":
+        raise ConvertError(f"{path}: num_heads is for Flashzoi; Borzoi's heads are in its "
+                           "shapes")
+    flat = map_state_dict(sd, cfg.num_layers, cfg)
     tree = assign(borzoi.param_shapes(cfg), flat, source=str(path))
     head = cfg.head_names[0]
     n = cfg.num_tracks(head)
@@ -303,7 +355,8 @@ def convert_borzoi_pytorch(source: str | Path, out: str | Path, *,
                            **options: Any) -> Checkpoint:
     """Convert a borzoi-pytorch HF directory or state-dict file into a checkpoint at ``out``.
 
-    ``options``: ``window_len``, ``bins_to_return``, ``position_basis_length`` (see read).
+    ``options``: ``window_len``, ``bins_to_return``, ``position_basis_length``,
+    ``num_heads`` (see read).
     """
     conv = read(source, targets=targets, **options)
     name = name or Path(out).name

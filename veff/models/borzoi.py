@@ -22,14 +22,11 @@ Numerics follow baskerville/Keras (and borzoi-pytorch, which matches them): Batc
 LayerNorm epsilon 1e-3, GELU is the tanh approximation (``tf.keras.activations.gelu(
 approximate=True)``, ``nn.GELU(approximate='tanh')``), plain softplus on the head.
 
-Relative positions (baskerville ``positional_features_central_mask``): for distances
-d in [-(T-1), T-1], widths_k = r**k - 1 (k = 1..F/2, r = (S+1)**(2/F) in float32) and
-features [|d| < widths, sign(d) * (|d| < widths)]. S is the *basis length*: by default the
-transformer length T of the current window (baskerville without ``seqlen_train``), or a
-fixed ``position_basis_length`` (baskerville ``seqlen_train``; borzoi-pytorch 0.5.1
-hard-codes 4096). borzoi-pytorch <= 0.4.x built the basis for 4096 positions and shifted
-with strides that assume 4096, so any other length gave wrong logits silently; here the
-basis and the shift are always built for the actual T.
+Relative positions (baskerville ``positional_features_central_mask``): central masks of
+widths r**k - 1 and their signed copies over a *basis length* S (the transformer length T,
+or a fixed ``position_basis_length``: borzoi-pytorch 0.5.1 hard-codes 4096); see
+docs/models_borzoi.md. ``attention="rotary"`` is Flashzoi: the same trunk with rotary
+grouped-query attention (:mod:`veff.models.rotary`).
 
 Shape letters: B batch, L length, C channels, T transformer positions, P output bins.
 """
@@ -46,8 +43,9 @@ import numpy as np
 from jax import lax
 
 from veff.checkpoint import Checkpoint, unflatten
-from veff.models import attention
 from veff.models.base import ModelHandle
+from veff.models.borzoi_attention import attention as _attention
+from veff.models.borzoi_attention import central_mask_basis  # noqa: F401 - re-exported
 from veff.models.borzoi_config import (  # noqa: F401 - re-exported
     BorzoiConfig,
     BorzoiConfigError,
@@ -88,12 +86,18 @@ def param_shapes(cfg: BorzoiConfig, heads: tuple[str, ...] | None = None) -> dic
                                                    "bias": s(c)}}
         cin = c
     p["res_tower"] = tower
+    if cfg.attention == "rotary":
+        Q = (H + 2 * cfg.num_kv_heads) * K
+        attn = {"qkv_kernel": s(D, Q), "qkv_bias": s(Q), "out_kernel": s(H * V, D),
+                "out_bias": s(D)}
+    else:
+        attn = {"q_kernel": s(D, H * K), "k_kernel": s(D, H * K), "v_kernel": s(D, H * V),
+                "rel_k_kernel": s(F, H * K), "r_w_bias": s(H, K), "r_r_bias": s(H, K),
+                "out_kernel": s(H * V, D), "out_bias": s(D)}
     p["transformer"] = {
         str(i): {
             "attn_norm": ln(D),
-            "attn": {"q_kernel": s(D, H * K), "k_kernel": s(D, H * K), "v_kernel": s(D, H * V),
-                     "rel_k_kernel": s(F, H * K), "r_w_bias": s(H, K), "r_r_bias": s(H, K),
-                     "out_kernel": s(H * V, D), "out_bias": s(D)},
+            "attn": attn,
             "ffn_norm": ln(D),
             "ffn": {"in_kernel": s(D, cfg.ffn_dim), "in_bias": s(cfg.ffn_dim),
                     "out_kernel": s(cfg.ffn_dim, D), "out_bias": s(D)},
@@ -189,38 +193,6 @@ def _depthwise_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
     for i in range(1, k):
         out = out + xp[:, i : i + L] * kernel[i]
     return out
-
-
-def central_mask_basis(seq_len: int, num_features: int, basis_len: int | None = None,
-                       ) -> jax.Array:
-    """(2T-1, F) float32 relative-position features for distances -(T-1)..T-1: Borzoi's
-    central masks (widths in float32, as baskerville computes them) and their signed copies.
-    ``basis_len`` is baskerville's ``seqlen_train`` (default: ``seq_len``)."""
-    return attention.positional_basis(
-        seq_len, num_features, [attention.central_mask_geometric_basis], basis_seq_len=basis_len)
-
-
-def _attention(cfg: BorzoiConfig, p: dict[str, jax.Array], x: jax.Array, precision,
-               ) -> jax.Array:
-    # Same relative-position MHA as Enformer's (attention.relative_attention_core), with a
-    # central-mask-only basis and baskerville's parameter names.
-    B, T, _ = x.shape
-    H, K, V = cfg.num_heads, cfg.key_size, cfg.value_size
-
-    def heads(y: jax.Array, d: int) -> jax.Array:  # (B, T, H*d) -> (H, B, T, d)
-        return y.reshape(B, T, H, d).transpose(2, 0, 1, 3)
-
-    q = heads(_dense(x, p["q_kernel"], precision), K) * (K**-0.5)
-    k = heads(_dense(x, p["k_kernel"], precision), K)
-    v = heads(_dense(x, p["v_kernel"], precision), V)
-    basis = jnp.asarray(central_mask_basis(T, cfg.num_position_features,
-                                           cfg.position_basis_length), x.dtype)
-    rel_k = _dense(basis, p["rel_k_kernel"], precision).reshape(2 * T - 1, H, K)
-    out = attention.relative_attention_core(
-        q + p["r_w_bias"][:, None, None, :], q + p["r_r_bias"][:, None, None, :], k, v,
-        rel_k.transpose(1, 0, 2), precision=precision)
-    out = out.transpose(1, 2, 0, 3).reshape(B, T, H * V)
-    return _dense(out, p["out_kernel"], precision) + p["out_bias"]
 
 
 def _transformer_layer(cfg: BorzoiConfig, p: dict[str, Any], x: jax.Array, precision,

@@ -55,6 +55,12 @@ class BorzoiConfig:
     num_unet: int = 2
     unet_kernel: int = 3
     unet_upsample_conv: bool = True
+    # "relative" (Borzoi: Transformer-XL relative positions) or "rotary" (Flashzoi: rotary
+    # positions on the first rotary_dim dims of each head, num_kv_heads key/value heads)
+    attention: str = "relative"
+    num_kv_heads: int | None = None
+    rotary_dim: int = 128
+    rotary_base: float = 20000.0
 
     def __post_init__(self):
         object.__setattr__(self, "res_filters", tuple(int(f) for f in self.res_filters))
@@ -92,6 +98,24 @@ class BorzoiConfig:
                 f"too few to crop {self.crop_bins} from each side")
         if self.position_basis_length is not None and self.position_basis_length < 1:
             raise BorzoiConfigError("position_basis_length must be positive or None")
+        self._check_attention()
+
+    def _check_attention(self) -> None:
+        if self.attention == "relative":
+            return
+        if self.attention != "rotary":
+            raise BorzoiConfigError(f"attention {self.attention!r}: 'relative' or 'rotary'")
+        H, kv, D = self.num_heads, self.num_kv_heads, self.dim
+        if H < 1 or D % H or self.key_size != D // H or self.value_size != D // H:
+            raise BorzoiConfigError(f"rotary attention needs key_size = value_size = width/"
+                                    f"heads ({D}/{H}), got {self.key_size}, {self.value_size}")
+        if not isinstance(kv, int) or kv < 1 or H % kv:
+            raise BorzoiConfigError(f"num_kv_heads {kv!r} must divide num_heads {H}")
+        if self.rotary_dim < 2 or self.rotary_dim % 2 or self.rotary_dim > self.key_size:
+            raise BorzoiConfigError(f"rotary_dim {self.rotary_dim} must be even and at most "
+                                    f"the head size {self.key_size}")
+        if not float(self.rotary_base) > 1:
+            raise BorzoiConfigError(f"rotary_base {self.rotary_base} must be > 1")
 
     # ---- derived facts
     @property
@@ -132,6 +156,15 @@ class BorzoiConfig:
             crop_bins=5120, final_filters=1920, heads=(("human", 7611), ("mouse", 2608)),
         )
         return cls(**{**kw, **overrides})
+
+    @classmethod
+    def flashzoi(cls, **overrides: Any) -> "BorzoiConfig":
+        """Flashzoi (Hingerl et al. 2025; borzoi-pytorch ``flashed``): Borzoi's trunk with
+        rotary grouped-query attention: 8 query heads of 192, 4 key/value heads, rotary on
+        the first 128 dims of each head, base 20000."""
+        kw = dict(attention="rotary", num_kv_heads=4, key_size=192, value_size=192,
+                  rotary_dim=128, rotary_base=20000.0)
+        return cls.original(**{**kw, **overrides})
 
     @classmethod
     def small(cls, **overrides: Any) -> "BorzoiConfig":
