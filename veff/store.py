@@ -306,7 +306,9 @@ class Store:
                 fill_value=np.nan,
                 dimension_names=["variant", "track"],
             )
-            arr.attrs["formula"] = formula
+            # xarray shows these: what the number is and its unit (effects are unitless)
+            arr.attrs.update({"formula": formula, "long_name": f"{stat} of {name}: {formula}",
+                              "units": "1"})
         padded = group.create_array(
             "window_padded", shape=(n,), chunks=(c,), dtype="bool", dimension_names=["variant"]
         )
