@@ -1,6 +1,6 @@
 """Flashzoi end to end, offline: ``veff fetch flashzoi-0`` (the shipped registry entry, from
 a hub cache in tmp holding a tiny re-randomised borzoi-pytorch ``Borzoi(flashed=True)``),
-then ``veff score`` with that Flashzoi and the demo chromBPNet in one pass."""
+then ``veff score`` with that Flashzoi, the demo chromBPNet and a scBasset in one pass."""
 
 from __future__ import annotations
 
@@ -61,17 +61,26 @@ def test_fetch_then_score_with_chrombpnet(tmp_path, monkeypatch):
     lines = (DEMO / "variants.vcf").read_text().splitlines(keepends=True)
     head = [x for x in lines if x.startswith("#")]
     (tmp_path / "v.vcf").write_text("".join(head + [x for x in lines if not x.startswith("#")][:12]))
+    # and a scBasset model (1,344-bp windows): three window lengths from one genome read
+    from helpers_scbasset import random_weights, write_keras_h5
+
+    from veff.convert import convert
+
+    w = random_weights(np.random.default_rng(7), window_len=1344, stem=(5, 17),
+                       tower=(5, 6, 7, 6, 5, 7), pre=3)
+    convert([str(write_keras_h5(tmp_path / "scb.h5", w))], "scbasset-keras", str(tmp_path / "scb"),
+            name="scb")
     out = tmp_path / "s.zarr"
     r = CliRunner().invoke(main, [
         "score", str(tmp_path / "v.vcf"), "--genome", str(DEMO / "genome.fa"),
-        "--model", "flashzoi-0", "--model", str(DEMO / "nobias"), "--out", str(out),
-        "--quiet", "--batch-size", "4"])
+        "--model", "flashzoi-0", "--model", str(DEMO / "nobias"), "--model", str(tmp_path / "scb"),
+        "--out", str(out), "--quiet", "--batch-size", "4"])
     assert r.exit_code == 0, r.output
     import zarr
 
     scores = zarr.open_group(str(out), mode="r")["scores"]
-    assert set(scores.group_keys()) == {"flashzoi-0", "demo_nobias"}
-    for name in ("flashzoi-0", "demo_nobias"):
+    assert set(scores.group_keys()) == {"flashzoi-0", "demo_nobias", "scb"}
+    for name in ("flashzoi-0", "demo_nobias", "scb"):
         arrays = {k: np.asarray(v[:]) for k, v in scores[name].arrays()}
         assert arrays, name
         for k, v in arrays.items():
