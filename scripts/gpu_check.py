@@ -169,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="bpnet,enformer,borzoi",
                     help="comma-separated subset of bpnet,enformer,borzoi")
     args = ap.parse_args(argv)
+    wanted = set(args.models.split(","))
+    unknown = sorted(wanted - {"bpnet", "enformer", "borzoi"})
+    if unknown:
+        ap.error(f"unknown model(s) {', '.join(unknown)}; choose from bpnet,enformer,borzoi")
+    if args.max_variants is not None and args.max_variants < 1:
+        ap.error("--max-variants must be at least 1")
 
     device = jax.devices()[0]
     has_accel = device.platform != "cpu"
@@ -179,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"jax {jax.__version__}; devices: {', '.join(str(d) for d in jax.devices())}")
     if not has_accel:
         print("no accelerator: the device checks run on the CPU itself")
-    wanted = set(args.models.split(","))
 
     rows, failed = [], False
     with tempfile.TemporaryDirectory() as tmp:
