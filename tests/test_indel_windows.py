@@ -5,7 +5,6 @@ sequences and the model's forward; the default (veff) scores the normalised vari
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 import zarr

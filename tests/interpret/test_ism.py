@@ -103,7 +103,7 @@ def _enformer_handle(tmp_path):
 def _full_scores(handle, opts, ref, offsets):
     """Every cell by brute force: ModelScorer's full step on (ref, edited ref)."""
     full = ModelScorer(dataclasses.replace(handle, apply_pair=None), opts)
-    L, c = ref.shape[1], ref.shape[1] // 2
+    c = ref.shape[1] // 2
     out = {}
     for g, o in enumerate(offsets):
         sub = substituted_bases(ref[:, c + o])  # (B, 3)
