@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any, Callable, Hashable
+
+from veff import notes
 
 CPU_FRACTION = 0.6
 DEVICE_FRACTION = 0.8
@@ -181,5 +182,5 @@ def choose(key: Hashable, compile_rows: Callable[[int], Any], *, num_devices: in
         p = min(8, cap)
     choice = Choice(batch_size=p * num_devices, peak_bytes=peak, budget_bytes=budget, compiles=n)
     _CACHE[key] = choice
-    print(choice.describe(model), file=sys.stderr, flush=True)
+    notes.say(choice.describe(model))
     return choice, {r: c for r, c in compiled.items() if r == choice.batch_size}

@@ -17,11 +17,12 @@ sites-only VCF is written from the store instead and one line on stderr says why
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from veff import notes
 
 _TRACK_TEXT = re.compile(r"[^A-Za-z0-9_.:@+\-]+")
 
@@ -200,7 +201,7 @@ def write_vcf(src, out: Path, tmp: Path, *, provenance: list[tuple[str, str]], t
         except Exception as e:  # noqa: BLE001 - a TSV input, or a VCF htslib refuses
             why = f"cyvcf2 cannot read the input {path} as a VCF ({str(e).strip() or type(e).__name__})"
     if reader is None:
-        sys.stderr.write(f"veff: note: {why}; writing a sites-only VCF from the store\n")
+        notes.note(f"{why}; writing a sites-only VCF from the store")
     header = reader.raw_header if reader is not None else _sites_header(src)
     lines = [f'##INFO=<ID={f["key"]},Number=A,Type={f["type"]},Description="{_escape(f["description"])}">'
              for f in fields]
@@ -302,18 +303,18 @@ def index(out: Path, is_sorted: bool = True) -> list[Path]:
     idx = Path(f"{out}.tbi")
     idx.unlink(missing_ok=True)  # never leave an index of an earlier file
     if not is_sorted:
-        sys.stderr.write(f"veff: note: {out} is not indexed: the input is not sorted; sort it "
-                         "with `bcftools sort -Oz` and index it with `tabix -p vcf`\n")
+        notes.note(f"{out} is not indexed: the input is not sorted; sort it "
+                   "with `bcftools sort -Oz` and index it with `tabix -p vcf`")
         return []
     try:
         import pysam
     except ModuleNotFoundError:
-        sys.stderr.write("veff: note: no index written (it needs pysam: pip install 'veff[export]')\n")
+        notes.note("no index written (it needs pysam: pip install 'veff[export]')")
         return []
     try:
         pysam.tabix_index(str(out), preset="vcf", force=True, keep_original=True)
     except (OSError, ValueError) as e:
-        sys.stderr.write(f"veff: note: {out} is not indexed ({str(e).strip() or 'unsorted input'}); "
-                         "sort it with `bcftools sort` and index it with `tabix -p vcf`\n")
+        notes.note(f"{out} is not indexed ({str(e).strip() or 'unsorted input'}); "
+                   "sort it with `bcftools sort` and index it with `tabix -p vcf`")
         return []
     return [idx]

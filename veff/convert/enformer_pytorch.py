@@ -36,12 +36,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from veff import notes
 from veff.checkpoint import Checkpoint, save_checkpoint
 from veff.convert.common import ConvertError, Converted, assign, source_record
 from veff.convert.torch_files import load_torch
@@ -326,7 +326,7 @@ def choose_gamma_basis(hf_config: dict[str, Any], *, fits: bool, use_tf_gamma: b
 
 
 def _note(message: str) -> None:
-    print(f"veff: note: {message}", file=sys.stderr)
+    notes.note(message)
 
 
 def load_tf_gammas() -> np.ndarray:
