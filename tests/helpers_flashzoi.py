@@ -25,6 +25,7 @@ import types
 import numpy as np
 import torch
 import torch.nn.functional as F
+from helpers_torch import narrow_borzoi
 from torch import nn
 
 
@@ -97,30 +98,13 @@ def torch_flashzoi(cfg, seed: int = 11):
     veff config ``cfg`` (built on meta, then every tensor drawn again). Needs the stand-in."""
     from borzoi_pytorch import Borzoi
     from borzoi_pytorch.config_borzoi import BorzoiConfig as TorchConfig
-    from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
 
     assert len(cfg.res_filters) == 6 and cfg.num_unet == 2 and cfg.ffn_dim == 2 * cfg.dim
     tc = TorchConfig(dim=cfg.dim, depth=cfg.num_layers, heads=cfg.num_heads, flashed=True,
                      bins_to_return=cfg.output_len, enable_mouse_head=True)
     with torch.device("meta"):
         m = Borzoi(tc)
-        r = cfg.res_filters
-        m.conv_dna.conv_layer = nn.Conv1d(4, cfg.conv_dna_filters, cfg.conv_dna_kernel,
-                                          padding="same")
-        blocks, cin = [], cfg.conv_dna_filters
-        for i, c in enumerate(r[:5]):
-            blocks.append(ConvBlock(in_channels=cin, out_channels=c, kernel_size=cfg.res_kernel))
-            if i < 4:
-                blocks.append(m._max_pool)
-            cin = c
-        m.res_tower = nn.Sequential(*blocks)
-        m.unet1 = nn.Sequential(m._max_pool, ConvBlock(in_channels=r[4], out_channels=cfg.dim,
-                                                       kernel_size=cfg.res_kernel))
-        m.horizontal_conv0 = ConvBlock(in_channels=r[4], out_channels=cfg.dim, kernel_size=1)
-        m.final_joined_convs[0] = ConvBlock(in_channels=cfg.dim, out_channels=cfg.final_filters,
-                                            kernel_size=1)
-        m.human_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("human"), 1)
-        m.mouse_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("mouse"), 1)
+        narrow_borzoi(m, cfg)
     m.to_empty(device="cpu")
     rerandomise_all(m, seed)
     return m.eval()

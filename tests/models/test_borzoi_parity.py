@@ -23,6 +23,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("borzoi_pytorch")
 
+from helpers_torch import narrow_borzoi  # noqa: E402
+
 from veff.checkpoint import load_checkpoint  # noqa: E402
 from veff.convert.borzoi_pytorch import (  # noqa: E402
     convert_borzoi_pytorch,
@@ -42,10 +44,8 @@ FIGURES: dict[str, dict[str, tuple[float, float]]] = {}
 
 def _torch_borzoi(cfg: bz.BorzoiConfig):
     """borzoi-pytorch Borzoi with its hard-coded widths replaced by ``cfg``'s (on meta)."""
-    import torch.nn as nn
     from borzoi_pytorch import Borzoi
     from borzoi_pytorch.config_borzoi import BorzoiConfig as TorchConfig
-    from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
 
     assert len(cfg.res_filters) == 6 and cfg.num_unet == 2 and cfg.ffn_dim == 2 * cfg.dim
     tc = TorchConfig(dim=cfg.dim, depth=cfg.num_layers, heads=cfg.num_heads,
@@ -53,24 +53,7 @@ def _torch_borzoi(cfg: bz.BorzoiConfig):
                      bins_to_return=cfg.output_len, enable_mouse_head=True)
     with torch.device("meta"):
         m = Borzoi(tc)
-        r = cfg.res_filters
-        m.conv_dna.conv_layer = nn.Conv1d(4, cfg.conv_dna_filters, cfg.conv_dna_kernel,
-                                          padding="same")
-        blocks = []
-        cin = cfg.conv_dna_filters
-        for i, c in enumerate(r[:5]):
-            blocks.append(ConvBlock(in_channels=cin, out_channels=c, kernel_size=cfg.res_kernel))
-            if i < 4:
-                blocks.append(m._max_pool)
-            cin = c
-        m.res_tower = nn.Sequential(*blocks)
-        m.unet1 = nn.Sequential(m._max_pool, ConvBlock(in_channels=r[4], out_channels=cfg.dim,
-                                                       kernel_size=cfg.res_kernel))
-        m.horizontal_conv0 = ConvBlock(in_channels=r[4], out_channels=cfg.dim, kernel_size=1)
-        m.final_joined_convs[0] = ConvBlock(in_channels=cfg.dim, out_channels=cfg.final_filters,
-                                            kernel_size=1)
-        m.human_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("human"), 1)
-        m.mouse_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("mouse"), 1)
+        narrow_borzoi(m, cfg)
     m.to_empty(device="cpu")
     _rerandomise(m, seed=11)
     return m.eval()
