@@ -57,4 +57,5 @@ def narrow_borzoi(m: torch.nn.Module, cfg) -> None:
     m.final_joined_convs[0] = ConvBlock(in_channels=cfg.dim, out_channels=cfg.final_filters,
                                         kernel_size=1)
     m.human_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("human"), 1)
-    m.mouse_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("mouse"), 1)
+    if getattr(m, "mouse_head", None) is not None:  # built with enable_mouse_head
+        m.mouse_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("mouse"), 1)

@@ -24,7 +24,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ep = pytest.importorskip("enformer_pytorch")
 
-from helpers_torch import rerandomise  # noqa: E402
+from helpers_torch import narrow_borzoi, rerandomise  # noqa: E402
 from veff.checkpoint import save_checkpoint  # noqa: E402
 from veff.convert import enformer_pytorch as efp  # noqa: E402
 from veff.convert import grelu  # noqa: E402
@@ -265,10 +265,8 @@ def test_enformer_strict_and_unsupported_heads(tmp_path, enformer_torch):
 def _torch_borzoi(cfg: bz.BorzoiConfig):
     """borzoi-pytorch's Borzoi with its fixed widths rebuilt at ``cfg``'s from its own
     ConvBlock, every tensor re-drawn, and gReLU's current-length position basis."""
-    import torch.nn as nn
     from borzoi_pytorch import Borzoi
     from borzoi_pytorch.config_borzoi import BorzoiConfig as TorchConfig
-    from borzoi_pytorch.pytorch_borzoi_model import ConvBlock
     from borzoi_pytorch.pytorch_borzoi_transformer import get_positional_embed
 
     tc = TorchConfig(dim=cfg.dim, depth=cfg.num_layers, heads=cfg.num_heads,
@@ -276,22 +274,7 @@ def _torch_borzoi(cfg: bz.BorzoiConfig):
                      bins_to_return=cfg.output_len, enable_mouse_head=False)
     with torch.device("meta"):
         m = Borzoi(tc)
-        r = cfg.res_filters
-        m.conv_dna.conv_layer = nn.Conv1d(4, cfg.conv_dna_filters, cfg.conv_dna_kernel,
-                                          padding="same")
-        blocks, cin = [], cfg.conv_dna_filters
-        for i, c in enumerate(r[:5]):
-            blocks.append(ConvBlock(in_channels=cin, out_channels=c, kernel_size=cfg.res_kernel))
-            if i < 4:
-                blocks.append(m._max_pool)
-            cin = c
-        m.res_tower = nn.Sequential(*blocks)
-        m.unet1 = nn.Sequential(m._max_pool, ConvBlock(in_channels=r[4], out_channels=cfg.dim,
-                                                       kernel_size=cfg.res_kernel))
-        m.horizontal_conv0 = ConvBlock(in_channels=r[4], out_channels=cfg.dim, kernel_size=1)
-        m.final_joined_convs[0] = ConvBlock(in_channels=cfg.dim, out_channels=cfg.final_filters,
-                                            kernel_size=1)
-        m.human_head = nn.Conv1d(cfg.final_filters, cfg.num_tracks("human"), 1)
+        narrow_borzoi(m, cfg)
     m.to_empty(device="cpu")
     rerandomise(m, seed=13)
     T = cfg.window_len // 128
