@@ -196,9 +196,11 @@ def score_on_client(
                 continue
             finished += 1
             if fut.status == "finished":
-                rows = fut.result()
-                if progress is not None and rows:
-                    progress(rows, store.num_variants)
+                # the chunk's row count from the store, not fut.result(): fetching a result
+                # blocks for ever once the worker that held it has gone
+                start, stop_row = store.chunk_range(chunk)
+                if progress is not None and stop_row > start:
+                    progress(stop_row - start, store.num_variants)
             else:
                 error = fut.exception() if fut.status == "error" else ClusterError(f"task {fut.status}")
                 failures.append(ChunkFailure(chunk, *store.chunk_range(chunk), error))
